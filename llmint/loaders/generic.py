@@ -1,0 +1,214 @@
+"""Users' own data: CSV, JSONL or Parquet files in llmint's canonical columns.
+
+Events file columns: `user_id`, `item_id`, `action` (one of `schema.ACTIONS`;
+without the column every event is a "purchase", a blank value is an error),
+`timestamp` (unix seconds, or an ISO-8601 datetime) and/or `order` (int),
+`rating`, `text`. Items file columns:
+`item_id`, `title`, `category_path` (" > "-joined, or a list in JSONL/Parquet),
+`brand`, `text`; any other item column becomes a string attribute. Unknown
+event columns are ignored with a warning. Items referenced by events but absent
+from the items file (or all items, without one) get the title "item <id>".
+
+`strict=True` (the default here) raises DataError on the first bad row, naming
+the file and line (Parquet: row); `strict=False` skips and counts bad rows.
+This module knows nothing about the named datasets or about models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from ..schema import Clock, Dataset, Event, Item, LoadReport
+from ._common import (
+    RowSink,
+    iter_csv,
+    paused_gc,
+    read_text,
+    repair_report,
+    to_float,
+    to_int,
+    to_str,
+)
+
+logger = logging.getLogger(__name__)
+
+SUFFIXES = (".csv", ".jsonl", ".parquet")
+EVENT_COLUMNS = ("user_id", "item_id", "action", "timestamp", "order", "rating", "text")
+ITEM_COLUMNS = ("item_id", "title", "category_path", "brand", "text")
+PATH_SEP = " > "
+
+
+def _rows(path: Path, strict: bool, reports: list[LoadReport]
+          ) -> tuple[list[str], Iterator[tuple[int | str, dict[str, Any]]]]:
+    """(column names, iterator of (line or "row N", record)) for a CSV, JSONL or Parquet file."""
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {suffix!r}; expected one of {SUFFIXES}")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        except Exception as err:  # pyarrow raises several types for a broken file
+            raise DataError(f"{path}: cannot read as Parquet: {err}") from err
+        records = table.to_pylist()
+        return table.column_names, ((f"row {i}", r) for i, r in enumerate(records, 1))
+    text = read_text(path, strict=strict, reports=reports)
+    if suffix == ".csv":
+        rows = iter_csv(text)
+        first = next(rows, None)
+        if first is None:
+            raise DataError(f"{path}: the file is empty; expected a header line")
+        header = [h.strip() for h in first[1]]
+
+        def csv_records() -> Iterator[tuple[int | str, dict[str, Any]]]:
+            for line, f in rows:
+                if len(f) != len(header):
+                    yield line, {"__error__": f"expected {len(header)} fields, got {len(f)}"}
+                else:
+                    yield line, dict(zip(header, f, strict=True))
+
+        return header, csv_records()
+    lines = [(i, s) for i, s in enumerate(text.split("\n"), 1) if s.strip()]
+    columns: dict[str, None] = {}
+
+    def json_records() -> Iterator[tuple[int | str, dict[str, Any]]]:
+        for i, s in lines:
+            try:
+                rec = json.loads(s)
+            except json.JSONDecodeError as err:
+                yield i, {"__error__": f"not valid JSON ({err.msg} at column {err.colno})"}
+                continue
+            if not isinstance(rec, dict):
+                yield i, {"__error__": f"expected a JSON object, got {type(rec).__name__}"}
+                continue
+            yield i, rec
+
+    for _, s in lines[:100]:  # column names for the header checks, from the first records
+        try:
+            rec = json.loads(s)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            columns.update(dict.fromkeys(rec))
+    return list(columns), json_records()
+
+
+def _category_path(v: Any) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    if isinstance(v, (list, tuple)):
+        return tuple(str(c).strip() for c in v if str(c).strip())
+    s = to_str(v)
+    return tuple(c.strip() for c in s.split(PATH_SEP) if c.strip()) if s else ()
+
+
+def load_items_file(path: Path, *, strict: bool = True, reports: list[LoadReport] | None = None
+                    ) -> dict[str, Item]:
+    """Items from a CSV/JSONL/Parquet file with `item_id`, `title`, ... (see module docstring)."""
+    path = Path(path)
+    reports = reports if reports is not None else []
+    columns, records = _rows(path, strict, reports)
+    if columns and "item_id" not in columns:
+        raise DataError(f"{path}: missing column 'item_id'; the columns are {columns}")
+    rep = LoadReport(source=path.name)
+    sink = RowSink(path, rep, strict=strict)
+    items: dict[str, Item] = {}
+    for where, rec in records:
+        rep.rows_read += 1
+        if "__error__" in rec:
+            sink.bad(where, rec["__error__"])
+            continue
+        iid = to_str(rec.get("item_id"))
+        attrs = tuple((k, s) for k, v in rec.items()
+                      if k not in ITEM_COLUMNS and (s := to_str(v)) is not None)
+        item = sink.build(where, Item, iid or "", to_str(rec.get("title")) or f"item {iid}",
+                          _category_path(rec.get("category_path")), brand=to_str(rec.get("brand")),
+                          text=to_str(rec.get("text")), attributes=attrs)
+        if item is None:
+            continue
+        if item.item_id in items:
+            sink.bad(where, f"duplicate item_id {item.item_id!r}")
+            continue
+        items[item.item_id] = item
+        rep.rows_kept += 1
+    reports.append(rep)
+    return items
+
+
+@paused_gc
+def load_events_file(path: Path | str, items_path: Path | str | None = None, *,
+                     strict: bool = True, clock: Clock | None = None, default_level: int = 1,
+                     name: str | None = None) -> Dataset:
+    """Load events (and optionally items) in canonical columns into a Dataset.
+
+    `clock` defaults to "unix" when any event has a timestamp, else "order".
+
+    Example:
+        >>> ds = load_events_file("events.csv", "items.csv")  # doctest: +SKIP
+        >>> ds.stats()  # doctest: +SKIP
+        {'users': 2, 'items': 3, 'events': 5}
+    """
+    path = Path(path)
+    reports: list[LoadReport] = []
+    items = load_items_file(Path(items_path), strict=strict, reports=reports) if items_path else {}
+    columns, records = _rows(path, strict, reports)
+    if columns:
+        missing = [c for c in ("user_id",) if c not in columns]
+        if "timestamp" not in columns and "order" not in columns:
+            missing.append("timestamp or order")
+        if missing:
+            raise DataError(f"{path}: missing column(s) {missing}; the columns are {columns}")
+        unknown = [c for c in columns if c not in EVENT_COLUMNS]
+        if unknown:
+            logger.warning("%s: ignoring unknown column(s) %s; expected %s", path, unknown,
+                           EVENT_COLUMNS)
+    rep = LoadReport(source=path.name)
+    sink = RowSink(path, rep, strict=strict)
+    events: list[Event] = []
+    placeholders: list[str] = []
+    for where, rec in records:
+        rep.rows_read += 1
+        if "__error__" in rec:
+            sink.bad(where, rec["__error__"])
+            continue
+        try:
+            ts = to_float(rec.get("timestamp"), "timestamp")
+            order = to_int(rec.get("order"), "order")
+            rating = to_float(rec.get("rating"), "rating")
+        except DataError as err:
+            sink.bad(where, str(err))
+            continue
+        iid = to_str(rec.get("item_id"))
+        ev = sink.build(where, Event, to_str(rec.get("user_id")) or "", iid,
+                        to_str(rec.get("action")) if "action" in rec else "purchase",
+                        timestamp=ts, order=order,
+                        rating=rating, text=to_str(rec.get("text")))
+        if ev is None:
+            continue
+        if iid is not None and iid not in items:
+            items[iid] = Item(iid, f"item {iid}")
+            if items_path:
+                loc = where if isinstance(where, str) else f"line {where}"
+                placeholders.append(f"{path.name}: {loc}: item {iid!r}")
+        events.append(ev)
+        rep.rows_kept += 1
+    reports.append(rep)
+    extra = repair_report(f"{path.name}: items", len(items), {
+        "item missing from the items file (placeholder title)": placeholders})
+    if extra is not None:
+        reports.append(extra)
+    if clock is None:
+        clock = "unix" if any(e.timestamp is not None for e in events) else "order"
+    return Dataset(name=name or path.stem, items=items, events=events, clock=clock,
+                   default_level=default_level, reports=reports,
+                   description=f"events from {path.name}" + (f" and items from "
+                                                             f"{Path(items_path).name}"
+                                                             if items_path else ""))
