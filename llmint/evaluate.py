@@ -308,7 +308,7 @@ def evaluate(cfg: EvalConfig, dataset: Dataset | None = None, progress: Callable
     }
     for task in cfg.tasks:
         if task == "category" and not dataset.has_categories:
-            report["tasks"][task] = {"skipped": f"{dataset.name} has no categories below its root"}
+            report["tasks"][task] = {"not_run": f"{dataset.name} has no categories below its root"}
             continue
         report["tasks"][task] = evaluate_task(
             task, dataset, split, cfg, extra_systems=(extra_systems or {}).get(task), progress=progress
