@@ -1,16 +1,28 @@
 """Serialise a shopper's history into the text the LLM reads. Pure and versioned.
 
-The format (tag `HISTORY_FORMAT`) lists events oldest to newest, one per line,
-each with a citation number: its 1-based position in the *full* history, so
-"[12]" means the same event whether or not older events were dropped. Under
-the budget the *most recent* events are kept first; how many older events
-were omitted is stated. Review and search text is customer-written data: it
-is PII-redacted, cleaned (NFKC, no control/bidi/zero-width characters, no
-angle or square brackets, one line) and fenced as `<review>...</review>` or
-`<query>...</query>`; since the text can contain no '<', it cannot close its
-fence or open a new one, and since it holds no '[' it cannot fake a citation.
+The format, tagged `HISTORY_FORMAT` in its header line, lists events one per
+line, each with a citation number: its 1-based position in the shopper's
+*full* chronological history, so "[12]" means the same event whether or not
+older events were dropped. The budget (`max_events`, `token_budget`) is
+filled from the *most recent* event backwards; the kept events are then
+printed oldest to newest so the model reads them in time order, and the
+header says how many earlier events were omitted.
 
-No I/O and no tokenisation here: a token counter may be injected.
+Fences. Customer-written text (review text, search queries) is data, never
+instructions. It is PII-redacted, cleaned and fenced as `<review>...</review>`
+or `<query>...</query>`. Cleaning (`clean_text`) guarantees that the fenced
+text contains no `<`, `>`, `[`, `]` (nor any look-alike: fullwidth, small,
+mathematical, CJK or quotation angle brackets), no line break, and no
+control, bidi-override, zero-width or other invisible character. So the text
+cannot close its fence or open another, cannot start a new line, and cannot
+fake a "[n]" citation: the only `</review>` on a line is the serialiser's, and
+every square bracket inside a fence is a redaction tag such as `[phone]`.
+Item titles (seller-written) and category names get the same cleaning, without
+redaction; a title's double quotes become single quotes, so the quotes around
+it are unambiguous.
+
+This module does no I/O and no tokenisation (a token counter may be
+injected), and knows nothing about prompts or models.
 """
 
 from __future__ import annotations
@@ -18,16 +30,21 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from functools import lru_cache
+from numbers import Integral
 
-from .redact import redact
+from .errors import HistoryError
+from .redact import PII_KINDS, find_pii, redact
 from .schema import Clock, Event, Item
 from .taxonomy import SEP
 
-HISTORY_FORMAT = "llmint-history/1"
+HISTORY_FORMAT = "llmint-history/2"
+"""Version tag of the text format; bump it whenever any input serialises differently."""
+SERIALIZE_VERSION = HISTORY_FORMAT  # the name finetune/ records beside its outputs
 
-ACTION_WORDS = {
+ACTION_WORDS: Mapping[str, str] = {
     "view": "viewed",
     "search": "searched for",
     "favourite": "favourited",
@@ -35,99 +52,212 @@ ACTION_WORDS = {
     "purchase": "bought",
     "review": "reviewed",
 }
+CLOCKS: tuple[str, ...] = ("unix", "relative", "order")
 
-_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\u00ad]")
-_BRACKETS = str.maketrans({"<": "(", ">": ")", "[": "(", "]": ")", "{": "(", "}": ")"})
+# Characters that could pass for an angle or square bracket. NFKC has already folded the
+# fullwidth and small forms (＜ ﹤ ［) into ASCII; any other opening/closing punctuation (Ps/Pe)
+# and any symbol named like an angle bracket is mapped too (`_map_char`).
+_OPENERS = (
+    "<[{\u02c2\u02f1\u1438\u2039\u227a\u22d6\u22b2\u27e8\u2329\u3008\u300a"
+    "\u2989\u29fc\u276c\u276e\u2770\u27ea\u27e6\u3010\u3014\u3016\u3018\u301a\u2983\u2997"
+)
+_CLOSERS = (
+    ">]}\u02c3\u02f2\u1433\u203a\u227b\u22d7\u22b3\u27e9\u232a\u3009\u300b"
+    "\u298a\u29fd\u276d\u276f\u2771\u27eb\u27e7\u3011\u3015\u3017\u3019\u301b\u2984\u2998"
+)
+_BRACKETS = {**dict.fromkeys(_OPENERS, "("), **dict.fromkeys(_CLOSERS, ")")}
+_ANGLE_NAMES = ("ANGLE", "LESS-THAN", "GREATER-THAN", "ARROWHEAD", "PRECEDES", "SUCCEEDS")
+# dropped: format chars (bidi overrides, zero-width, tag chars), surrogates, private, unassigned
+_DROP_CATEGORIES = frozenset({"Cf", "Cs", "Co", "Cn"})
+_BREAK_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})  # controls and line/paragraph separators -> space
+_TAG = re.compile(r"\[(?:" + "|".join(PII_KINDS) + r")\]")
+_RAW_CAP = 1000  # raw text beyond 8 * limit + this is never looked at (keeps huge reviews cheap)
 
 
 @dataclass(frozen=True)
 class SerializeConfig:
-    """How a history becomes text."""
+    """How a history becomes text. All sizes are upper bounds."""
 
-    max_events: int = 50  # at most this many (most recent) events are shown
-    token_budget: int = 512  # at most this many tokens of event lines (by the injected counter)
-    review_chars: int = 200  # review and query text is cut to this many characters
+    max_events: int = 50  # show at most this many events (the most recent ones)
+    token_budget: int = 512  # header + event lines stay within this many tokens (count_tokens)
+    review_chars: int = 200  # review and query text is cut to this many characters, ending "…"
     title_chars: int = 80  # item titles are cut to this many characters
-    include_dates: bool = True
-    include_ratings: bool = True
-    include_category: bool = True
-    redact_pii: bool = True
+    include_dates: bool = True  # "2017-11-25" (unix clock) or "day 12" (relative clock)
+    include_ratings: bool = True  # ", rated 4/5"
+    include_category: bool = True  # ' (Office Products > Paper)' after the title
+    redact_pii: bool = True  # replace emails, phones, cards, addresses in customer text
 
     def __post_init__(self) -> None:
-        for name in ("max_events", "token_budget", "review_chars", "title_chars"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r}; expected an int >= 1")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(v, bool):
+                raise ValueError(f"{f.name}={v!r}; expected True or False")
+            if f.type == "int" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{f.name}={v!r}; expected an int >= 1")
 
 
 @dataclass(frozen=True)
 class SerializedHistory:
-    """The text plus which events it shows and under which citation numbers."""
+    """A serialised history and what it shows.
+
+    `events[i]` is printed with citation number `positions[i]`; both run oldest
+    to newest. `n_dropped` older events were left out by the budget.
+    """
 
     text: str
-    events: tuple[Event, ...]  # the events shown, oldest first
-    positions: tuple[int, ...]  # citation number of each shown event
-    n_dropped: int  # older events left out by the budget
+    events: tuple[Event, ...]
+    positions: tuple[int, ...]
+    n_dropped: int
     version: str = HISTORY_FORMAT
 
 
+@lru_cache(maxsize=8192)
+def _map_char(ch: str) -> str:
+    """What one character becomes inside cleaned text: itself, "(", ")", " " or nothing."""
+    if ch in _BRACKETS:
+        return _BRACKETS[ch]
+    cat = unicodedata.category(ch)
+    if cat in _DROP_CATEGORIES or "\ufe00" <= ch <= "\ufe0f" or "\U000e0100" <= ch <= "\U000e01ef":
+        return ""  # variation selectors too: they can smuggle hidden text
+    if cat in _BREAK_CATEGORIES:
+        return " "
+    if cat == "Ps":
+        return "("
+    if cat == "Pe":
+        return ")"
+    if ch > "\x7f" and cat[0] in "SP":
+        name = unicodedata.name(ch, "")
+        if any(a in name for a in _ANGLE_NAMES):
+            left = any(w in name for w in ("LEFT", "LESS", "PRECEDES"))
+            return "(" if left else ")"
+    return ch
+
+
+def _neutralise(text: str) -> str:
+    """NFKC, drop invisible characters, turn line breaks into spaces, brackets into parentheses."""
+    return "".join(map(_map_char, unicodedata.normalize("NFKC", text)))
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = limit - 1
+    for m in _TAG.finditer(text, max(0, cut - 10), cut + 10):
+        if m.start() < cut < m.end():  # never leave half a tag such as "[pho"
+            cut = m.start()
+    return text[:cut].rstrip() + "…"
+
+
 def clean_text(text: str, limit: int, *, redact_pii: bool = True) -> str:
-    """Customer text made safe to fence: NFKC, no controls/brackets, PII redacted, one line, cut to `limit`."""
-    text = unicodedata.normalize("NFKC", text)
-    text = _INVISIBLE.sub("", text)
-    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text)
-    text = text.translate(_BRACKETS)
-    if redact_pii:  # after the bracket pass, so the tags read "[phone]"; they can't pass for "[12]" citations
-        text = redact(text)
-    text = re.sub(r"\s+", " ", text).strip()
-    if len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    return text
+    """Customer text made safe to fence: one line of at most `limit` characters.
+
+    PII is redacted first, then each remaining piece is NFKC-normalised, stripped
+    of invisible characters and has its brackets turned into parentheses;
+    whitespace is collapsed, and a second redaction pass catches PII that
+    invisible, fullwidth or repeated-space characters hid. The result is cut
+    to `limit` characters, ending with "…" when cut (never inside a tag).
+
+    Example:
+        >>> clean_text("Great\u200b pen!\\n</review> [1] call ５５５-１２３-４５６７", 60)
+        'Great pen! (/review) (1) call [phone]'
+    """
+    cap = 8 * limit + _RAW_CAP
+    if len(text) > cap:  # don't look at megabytes; drop a token the cut may have split
+        text = re.sub(r"[\d@＠.+()\s-]*\S*$", "", text[:cap])
+    if redact_pii:
+        pieces, last = [], 0
+        for kind, (s, e) in find_pii(text):
+            pieces += [_neutralise(text[last:s]), f"[{kind}]"]
+            last = e
+        text = redact(" ".join(("".join(pieces) + _neutralise(text[last:])).split()))
+    else:
+        text = " ".join(_neutralise(text).split())
+    return _truncate(text, limit)
 
 
-def _when(e: Event, clock: Clock) -> str:
+def _when(e: Event, clock: str, position: int) -> str:
     if clock == "order" or e.timestamp is None:
         return ""
     if clock == "relative":
         return f"day {int(e.timestamp // 86400)}"
-    return datetime.fromtimestamp(e.timestamp, UTC).strftime("%Y-%m-%d")
+    try:
+        return datetime.fromtimestamp(e.timestamp, UTC).strftime("%Y-%m-%d")
+    except (OverflowError, ValueError, OSError):
+        raise HistoryError(
+            f"event {position}: timestamp {e.timestamp!r} is not a unix time in seconds "
+            "(milliseconds?); expected clock='relative' or 'order' for other times"
+        ) from None
 
 
 def _rating(r: float) -> str:
     return f"{int(r)}/5" if float(r).is_integer() else f"{r:.1f}/5"
 
 
-def format_event(
-    e: Event, position: int, items: Mapping[str, Item], cfg: SerializeConfig, clock: Clock, level: int | None
+def _describe_item(
+    item_id: str, items: Mapping[str, Item], cfg: SerializeConfig, level: int | None
 ) -> str:
-    """One history line, e.g. `[3] 2017-11-25: bought "Post-it Notes" (Office > Paper), rated 4/5`."""
-    parts = [f"[{position}]"]
-    when = _when(e, clock) if cfg.include_dates else ""
-    head = f"{when}: " if when else ""
-    verb = ACTION_WORDS[e.action]
-    if e.item_id is None:
-        q = clean_text(e.text or "", cfg.review_chars, redact_pii=cfg.redact_pii)
-        return f"[{position}] {head}{verb} <query>{q}</query>"
-    item = items.get(e.item_id)
+    item = items.get(item_id)
     if item is None:
-        what = f"item {clean_text(e.item_id, 40, redact_pii=False)} (unknown item)"
+        return f"item {clean_text(item_id, 40, redact_pii=False)} (unknown item)"
+    title = clean_text(item.title, cfg.title_chars, redact_pii=False).replace('"', "'")
+    title = title or clean_text(f"item {item.item_id}", cfg.title_chars, redact_pii=False)
+    out = f'"{title}"'
+    if cfg.include_category and item.category_path:
+        path = item.category_path[:level] if level else item.category_path
+        out += " (" + SEP.join(clean_text(c, 60, redact_pii=False) for c in path) + ")"
+    return out
+
+
+def format_event(
+    e: Event,
+    position: int,
+    items: Mapping[str, Item],
+    cfg: SerializeConfig,
+    clock: Clock = "unix",
+    level: int | None = None,
+) -> str:
+    """One history line, e.g. `[3] 2017-11-25: bought "Post-it Notes" (Office > Paper), rated 4/5`.
+
+    Search events show their fenced query (and the item, if any); other events
+    show the item title and category; customer text follows in a review fence.
+    """
+    if not isinstance(e, Event):
+        raise TypeError(f"history event {position} is a {type(e).__name__}; expected llmint.Event")
+    when = _when(e, clock, position) if cfg.include_dates else ""
+    line = f"[{position}] {when}: " if when else f"[{position}] "
+    line += ACTION_WORDS[e.action] + " "
+    if e.action == "search":
+        query = clean_text(e.text or "", cfg.review_chars, redact_pii=cfg.redact_pii)
+        line += f"<query>{query}</query>"
+        if e.item_id is not None:
+            line += ", found " + _describe_item(e.item_id, items, cfg, level)
     else:
-        title = clean_text(item.title or f"item {item.item_id}", cfg.title_chars, redact_pii=False)
-        what = f'"{title}"'
-        if cfg.include_category and item.category_path:
-            path = item.category_path[:level] if level else item.category_path
-            what += " (" + SEP.join(clean_text(c, 60, redact_pii=False) for c in path) + ")"
-    parts.append(f"{head}{verb} {what}")
-    line = " ".join(parts)
+        line += _describe_item(e.item_id or "", items, cfg, level)
     if cfg.include_ratings and e.rating is not None:
         line += f", rated {_rating(e.rating)}"
     if e.text and e.action != "search":
-        line += f", review <review>{clean_text(e.text, cfg.review_chars, redact_pii=cfg.redact_pii)}</review>"
+        review = clean_text(e.text, cfg.review_chars, redact_pii=cfg.redact_pii)
+        if review:
+            line += f", review <review>{review}</review>"
     return line
 
 
-def _default_count(s: str) -> int:
-    return len(s) // 4 + 1
+def _header(n_kept: int, n_dropped: int) -> str:
+    if n_kept == 0:
+        return f"History ({HISTORY_FORMAT}): no events yet."
+    head = f"History ({HISTORY_FORMAT}): {n_kept} event{'s' if n_kept != 1 else ''}, oldest first."
+    if n_dropped:
+        head += f" {n_dropped} earlier event{'s' if n_dropped != 1 else ''} omitted."
+    return head
+
+
+def estimate_tokens(text: str) -> int:
+    """The default token count of one line: `len(text) // 4 + 1` (the +1 pays for the newline)."""
+    return len(text) // 4 + 1
+
+
+def _time(e: Event) -> float:
+    return float(e.timestamp) if e.timestamp is not None else float(e.order or 0)
 
 
 def serialize_history(
@@ -139,43 +269,78 @@ def serialize_history(
     taxonomy_level: int | None = None,
     count_tokens: Callable[[str], int] | None = None,
 ) -> SerializedHistory:
-    """Serialise a chronological history (oldest first) under the budget, newest events kept first.
+    """Serialise one shopper's chronological history (oldest first) under the budget.
+
+    Events are taken from the newest backwards while they fit `cfg.max_events`
+    and `cfg.token_budget` (the header plus all lines, each line costed by
+    `count_tokens`, default `estimate_tokens`); the newest event is always shown,
+    even alone over the budget. The kept events are printed oldest to newest,
+    each numbered by its position in the full history. Only the kept tail is
+    formatted, so the cost does not grow with the length of the history.
+    `taxonomy_level` cuts category paths (None: full path). Unknown item ids
+    are shown as "(unknown item)". Raises HistoryError if the kept events are
+    not in time order.
 
     Example:
-        >>> items = {"p1": Item("p1", "Post-it Notes", ("Office", "Paper"))}
-        >>> evs = [Event("u", "p1", "review", timestamp=1511568000, rating=4, text="Sticky! <b>")]
-        >>> print(serialize_history(evs, items).text)
-        History (llmint-history/1): 1 event, oldest first.
-        [1] 2017-11-25: reviewed "Post-it Notes" (Office > Paper), rated 4/5, review <review>Sticky! (b)</review>
+        >>> items = {"p1": Item("p1", "Pens", ("Office", "Pens"))}
+        >>> evs = [
+        ...     Event("u", "zz", "view", timestamp=1511481600),
+        ...     Event("u", "p1", "review", timestamp=1511568000, rating=4, text="Nice <3"),
+        ... ]
+        >>> s = serialize_history(evs, items, SerializeConfig(max_events=1))
+        >>> print(s.text)
+        History (llmint-history/2): 1 event, oldest first. 1 earlier event omitted.
+        [2] 2017-11-25: reviewed "Pens" (Office > Pens), rated 4/5, review <review>Nice (3</review>
+        >>> s.positions, s.n_dropped
+        ((2,), 1)
     """
-    cfg = cfg or SerializeConfig()
-    count = count_tokens or _default_count
+    cfg = SerializeConfig() if cfg is None else cfg
+    if not isinstance(cfg, SerializeConfig):
+        raise TypeError(f"cfg is a {type(cfg).__name__}; expected a SerializeConfig")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock={clock!r}; expected one of {CLOCKS}")
+    if taxonomy_level is not None and (
+        isinstance(taxonomy_level, bool)
+        or not isinstance(taxonomy_level, int)
+        or taxonomy_level < 1
+    ):
+        raise ValueError(f"taxonomy_level={taxonomy_level!r}; expected None or an int >= 1")
+    if not (hasattr(events, "__len__") and hasattr(events, "__getitem__")):
+        raise TypeError(
+            f"events is a {type(events).__name__}; expected a sequence of Event, oldest first"
+        )
+    if not isinstance(items, Mapping):
+        raise TypeError(f"items is a {type(items).__name__}; expected a mapping item_id -> Item")
+    counter = count_tokens or estimate_tokens
+
+    def count(text: str) -> int:
+        c = counter(text)
+        if isinstance(c, bool) or not isinstance(c, Integral) or c < 0:
+            raise ValueError(f"count_tokens returned {c!r}; expected an int >= 0")
+        return int(c)
+
     n = len(events)
+    used = count(_header(n, n))  # the longest header this history can have
     lines: list[str] = []
-    kept: list[Event] = []
-    used = 0
-    for pos in range(n, 0, -1):  # newest first, only as far back as the budget allows
-        if len(kept) >= cfg.max_events:
-            break
+    for pos in range(n, max(n - cfg.max_events, 0), -1):  # newest first
         line = format_event(events[pos - 1], pos, items, cfg, clock, taxonomy_level)
         cost = count(line)
-        if kept and used + cost > cfg.token_budget:
+        if lines and used + cost > cfg.token_budget:
             break
         lines.append(line)
-        kept.append(events[pos - 1])
         used += cost
     lines.reverse()
-    kept.reverse()
-    dropped = n - len(kept)
-    if n == 0:
-        header = f"History ({HISTORY_FORMAT}): no events yet."
-    else:
-        header = f"History ({HISTORY_FORMAT}): {len(kept)} event{'s' if len(kept) != 1 else ''}, oldest first."
-        if dropped:
-            header += f" {dropped} earlier event{'s' if dropped != 1 else ''} omitted."
+    first = n - len(lines)  # 0-based index of the oldest kept event
+    kept = tuple(events[first:])
+    for a, b, pos in zip(kept, kept[1:], range(first + 2, n + 1), strict=False):
+        if _time(b) < _time(a):
+            raise HistoryError(
+                f"history is not in time order: event {pos} is earlier than event {pos - 1}; "
+                "expected events oldest first (see llmint.split.order_events)"
+            )
     return SerializedHistory(
-        text="\n".join([header, *lines]),
-        events=tuple(kept),
-        positions=tuple(range(dropped + 1, n + 1)),
-        n_dropped=dropped,
+        text="\n".join([_header(len(kept), first), *lines]),
+        events=kept,
+        positions=tuple(range(first + 1, n + 1)),
+        n_dropped=first,
     )
