@@ -1,0 +1,1 @@
+"""Scripts that build and benchmark product-retrieval indexes (they import `llmint`)."""

@@ -1,0 +1,113 @@
+"""Save and load an `ItemIndex`: `index.faiss` plus `meta.json` in one folder.
+
+`meta.json` (sorted keys) holds the format tag, item ids with their labels and
+categories, the embedder's name and sha256, dim, index kind, build time,
+catalogue version and the index config. Loading refuses (ModelError) an
+embedder whose name or sha256 differs from the one the index was built with,
+and warns about, then skips, config keys it does not know. Per-category caches
+and sub-indexes are not saved: they are rebuilt on first use (or `prepare_categories`).
+This module knows nothing about search; faiss is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import ModelError
+from .index_config import IndexConfig, import_faiss, num_gpus
+
+if TYPE_CHECKING:
+    from .embed import Embedder
+    from .index import ItemIndex
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "llmint-index v1"
+
+
+def save_index(idx: ItemIndex, folder: Path) -> Path:
+    """Write `idx` to `folder` (created if needed); meta.json is replaced atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    import_faiss().write_index(idx._index, str(folder / "index.faiss"))
+    live = np.flatnonzero(idx._alive)
+    meta = {
+        "format": FORMAT,
+        "kind": idx.kind,
+        "dim": idx.dim,
+        "n_items": len(live),
+        "n_tombstones": idx.n_tombstones,
+        "embedder": idx.embedder_meta,
+        "build_time_utc": idx.build_time_utc,
+        "catalogue_version": idx.catalogue_version,
+        "config": asdict(idx.cfg),
+        "next_label": len(idx._item_ids),
+        "labels": live.tolist(),
+        "item_ids": [idx._item_ids[i] for i in live.tolist()],
+        "categories": [idx._cat_names[c] if c >= 0 else None for c in idx._cat_code[live].tolist()],
+    }
+    tmp = folder / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, sort_keys=True, ensure_ascii=False))
+    tmp.replace(folder / "meta.json")
+    return folder
+
+
+def check_embedder(meta: dict, embedder: Embedder, where: Path) -> None:
+    """Raise ModelError unless `embedder` is the one recorded in `meta`."""
+    saved = meta.get("embedder")
+    if saved is None:
+        logger.warning("%s was built from raw vectors; cannot check %s", where, embedder.name)
+    elif (saved.get("name"), saved.get("sha256")) != (embedder.name, embedder.sha256):
+        raise ModelError(
+            f"{where} was built with embedder {saved.get('name')!r} "
+            f"(sha256 {str(saved.get('sha256'))[:12]}...) but embedder {embedder.name!r} "
+            f"(sha256 {embedder.sha256[:12]}...) was given; rebuild the index "
+            "(python -m index.build) or load the matching embedder"
+        )
+    if embedder.dim != meta["dim"]:
+        raise ModelError(f"{where} has dim {meta['dim']} but the embedder gives {embedder.dim}")
+
+
+def load_index(cls: type[ItemIndex], folder: Path, embedder: Embedder | None) -> ItemIndex:
+    """Read the index in `folder`; `embedder`, when given, must match the recorded one."""
+    meta_path, index_path = folder / "meta.json", folder / "index.faiss"
+    if not meta_path.is_file() or not index_path.is_file():
+        raise ModelError(f"{folder} holds no saved index (needs meta.json and index.faiss)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ModelError(f"{meta_path}: format {meta.get('format')!r}; expected {FORMAT!r}")
+    if embedder is not None:
+        check_embedder(meta, embedder, folder)
+    cfg = IndexConfig.from_dict(meta.get("config", {}), strict=False)
+    index = import_faiss().read_index(str(index_path))
+    if index.d != meta["dim"]:
+        raise ModelError(f"{index_path} has dim {index.d} but meta.json says {meta['dim']}")
+    idx = cls(
+        index,
+        meta["kind"],
+        meta["dim"],
+        cfg,
+        embedder,
+        meta.get("embedder"),
+        meta.get("catalogue_version", ""),
+        meta.get("build_time_utc", ""),
+    )
+    n = int(meta["next_label"])
+    idx._item_ids = [None] * n
+    idx._alive = np.zeros(n, dtype=bool)
+    idx._cat_code = np.full(n, -1, dtype=np.int32)
+    labels = np.asarray(meta["labels"], dtype=np.int64)
+    for lab, iid, cat in zip(labels.tolist(), meta["item_ids"], meta["categories"], strict=True):
+        idx._item_ids[lab] = iid
+        idx._label_of[iid] = lab
+        idx._cat_code[lab] = idx._code(cat)
+    idx._alive[labels] = True
+    idx._use_gpu = cfg.device == "gpu" or (cfg.device == "auto" and num_gpus() > 0)
+    if idx.n_tombstones != meta.get("n_tombstones", idx.n_tombstones):
+        raise ModelError(f"{folder}: index.faiss and meta.json disagree on the item count")
+    return idx
