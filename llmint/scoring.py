@@ -1,0 +1,445 @@
+"""Log-probability of every category label given a prompt, in one prompt pass plus one label pass.
+
+`CategoryScorer(model, tokenizer, labels)` tokenises the labels once; each label
+is `label_prefix + label` followed by the tokenizer's EOS token (or a given text
+terminator), so a label that is a prefix of another ("Office" vs "Office >
+Paper") cannot win just by being shorter. `score(prompts)` returns an array
+(n_prompts, n_labels) of log p(label tokens incl. EOS | prompt), summed over tokens.
+
+How (see `docs` in `CategoryScorer`): prompts of different lengths are left-padded
+into one batch with explicit position ids, run once, and their KV cache is reused
+for the labels in one of two exact modes:
+
+- "trie" (default): the labels' token sequences form a prefix tree; every tree
+  node is one query in a single extra pass over the prompt's cache, attending to
+  the prompt and to its own ancestors (a 4-D tree attention mask, positions =
+  prompt length + depth). Shared prefixes ("Office Products > ...") are computed
+  once and the cache is not copied per label.
+- "flat": the cache is repeated once per label (`DynamicCache.batch_repeat_interleave`)
+  and the right-padded labels run as a batch (the FINDINGS.md recipe).
+
+`naive_scores()` is the slow reference (one full forward per prompt and label).
+`to_distribution()` and `fit_temperature()` turn log-probs into calibrated
+distributions. This module knows nothing about prompts' content, taxonomies,
+datasets or how a model was loaded; torch is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+MODES = ("trie", "flat")
+Prompt = str | Sequence[int]
+
+
+def label_token_ids(
+    tokenizer: Any,
+    labels: Sequence[str],
+    label_prefix: str = " ",
+    terminator: str | None = None,
+) -> list[list[int]]:
+    """Token ids of each label as scored: `label_prefix + label`, then EOS (or `terminator`).
+
+    With `terminator=None` the EOS id is appended after tokenising; with a string
+    (e.g. "\\n") it is appended to the text before tokenising.
+    """
+    if isinstance(labels, str):
+        raise TypeError("labels must be a sequence of str, not a single str")
+    labels = list(labels)
+    if not labels:
+        raise ValueError("labels is empty; expected at least one label")
+    if len(set(labels)) != len(labels):
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        raise ValueError(f"labels must be distinct; repeated: {dup[:5]}")
+    if terminator is None:
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError("the tokenizer has no eos_token_id; pass terminator= (e.g. '\\n')")
+    out = []
+    for lab in labels:
+        if not isinstance(lab, str) or not lab.strip():
+            raise ValueError(f"label {lab!r}: expected a non-empty str")
+        text = label_prefix + lab + (terminator or "")
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if terminator is None:
+            ids.append(int(eos))
+        if len(ids) < 2:
+            raise ValueError(f"label {lab!r} tokenises to {ids}; expected at least 2 tokens")
+        out.append(ids)
+    if len({tuple(x) for x in out}) != len(out):
+        raise ValueError("two labels tokenise to the same ids; the tokenizer cannot tell them apart")
+    return out
+
+
+@dataclass(frozen=True)
+class _Trie:
+    """The labels' token prefix tree, as tensors-to-be.
+
+    Node i (0-based) is a proper, non-empty prefix of some label; `tokens[i]` is
+    its last token, `depth[i]` its length - 1, `ancestors[i, j]` whether node j is
+    node i or one of its ancestors. Label l's score is the sum over k of
+    logprob(src[l, k] -> tok[l, k]) where src 0 is the root (the prompt's last
+    position) and src i+1 is node i; `valid[l, k]` masks the padding.
+    """
+
+    tokens: np.ndarray  # (T,) int64
+    depth: np.ndarray  # (T,) int64
+    ancestors: np.ndarray  # (T, T) bool
+    src: np.ndarray  # (L, K) int64
+    tok: np.ndarray  # (L, K) int64
+    valid: np.ndarray  # (L, K) bool
+
+
+def _build_trie(label_ids: list[list[int]]) -> _Trie:
+    index: dict[tuple[int, ...], int] = {}
+    parent: list[int] = []
+    tokens: list[int] = []
+    depth: list[int] = []
+    for ids in label_ids:
+        for d in range(len(ids) - 1):  # the final token (EOS) is predicted, never fed
+            key = tuple(ids[: d + 1])
+            if key not in index:
+                index[key] = len(tokens)
+                parent.append(index[key[:-1]] if d else -1)
+                tokens.append(ids[d])
+                depth.append(d)
+    n = len(tokens)
+    anc = np.zeros((n, n), dtype=bool)
+    for i in range(n):  # parents come before children, so copy the parent's row
+        if parent[i] >= 0:
+            anc[i] = anc[parent[i]]
+        anc[i, i] = True
+    k_max = max(len(x) for x in label_ids)
+    src = np.zeros((len(label_ids), k_max), dtype=np.int64)
+    tok = np.zeros_like(src)
+    valid = np.zeros(src.shape, dtype=bool)
+    for li, ids in enumerate(label_ids):
+        for k, t in enumerate(ids):
+            src[li, k] = 0 if k == 0 else index[tuple(ids[:k])] + 1
+            tok[li, k] = t
+            valid[li, k] = True
+    return _Trie(
+        np.array(tokens, dtype=np.int64), np.array(depth, dtype=np.int64), anc, src, tok, valid
+    )
+
+
+class CategoryScorer:
+    """Scores every label for a batch of prompts with one prompt pass and one label pass.
+
+    Args:
+        model: a causal LM (transformers or peft-wrapped) whose forward accepts
+            `past_key_values`, `position_ids`, a 4-D float `attention_mask` and `logits_to_keep`.
+        tokenizer: its tokenizer (needs `eos_token_id` unless `terminator` is given).
+        labels: the category names, distinct; column j of the result is `labels[j]`.
+        label_prefix: text put before each label (" " after a "Category:" prompt;
+            "" after a chat template's assistant header).
+        terminator: None to end each label with EOS (recommended), or a text such
+            as "\\n" when the model was trained to follow the label with it.
+        mode: "trie" (shared label prefixes computed once) or "flat" (the cache
+            repeated per label). Both give the naive scores up to float error.
+        batch_size: prompts per forward pass.
+        label_chunk: "flat" mode only: labels per label pass (memory bound: the
+            repeated cache holds batch_size x label_chunk copies of the prompt's K/V).
+        add_special_tokens: passed to the tokenizer for str prompts (False: a
+            prompt rendered by a chat template already holds its special tokens).
+
+    Prompts may be str or lists of token ids. Within a batch they are sorted by
+    length and left-padded; positions are counted from each prompt's first real token.
+
+    Example:
+        >>> s = CategoryScorer(model, tok, ["Paper", "Pens"])  # doctest: +SKIP
+        >>> s.score(["Last bought: Pens. Next category:"]).shape  # doctest: +SKIP
+        (1, 2)
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        labels: Sequence[str],
+        *,
+        label_prefix: str = " ",
+        terminator: str | None = None,
+        mode: str = "trie",
+        batch_size: int = 4,
+        label_chunk: int | None = None,
+        add_special_tokens: bool = False,
+    ) -> None:
+        if isinstance(labels, str):
+            raise TypeError("labels must be a sequence of str, not a single str")
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; expected one of {MODES}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}; expected an int >= 1")
+        if label_chunk is not None and (not isinstance(label_chunk, int) or label_chunk < 1):
+            raise ValueError(f"label_chunk={label_chunk!r}; expected None or an int >= 1")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.labels = tuple(labels)
+        self.label_prefix = label_prefix
+        self.terminator = terminator
+        self.mode = mode
+        self.batch_size = batch_size
+        self.label_chunk = label_chunk
+        self.add_special_tokens = add_special_tokens
+        self.label_ids = label_token_ids(tokenizer, self.labels, label_prefix, terminator)
+        self._trie = _build_trie(self.label_ids)
+        pad = tokenizer.pad_token_id
+        self._pad_id = int(pad if pad is not None else self.label_ids[0][-1])
+
+    @property
+    def n_label_tokens(self) -> int:
+        """Tokens fed in the label pass per prompt: trie nodes ("trie") or padded labels ("flat")."""
+        if self.mode == "trie":
+            return len(self._trie.tokens)
+        return len(self.labels) * (max(len(x) for x in self.label_ids) - 1)
+
+    def prompt_ids(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+        """Token ids of each prompt (str prompts are tokenised, id lists kept)."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of prompts, not a single str; wrap it")
+        out = []
+        for i, p in enumerate(prompts):
+            if isinstance(p, str):
+                ids = self.tokenizer(p, add_special_tokens=self.add_special_tokens)["input_ids"]
+            else:
+                ids = p
+            ids = [int(t) for t in ids]
+            if not ids:
+                raise ValueError(f"prompt {i} is empty; expected at least one token")
+            out.append(ids)
+        return out
+
+    def score(self, prompts: Sequence[Prompt]) -> np.ndarray:
+        """Log-probabilities, float64 array (len(prompts), len(labels)); each row sums to <= 0 in prob.
+
+        Row i, column j = log p(label j's tokens, terminator included | prompt i).
+        """
+        import torch
+
+        ids = self.prompt_ids(prompts)
+        out = np.zeros((len(ids), len(self.labels)), dtype=np.float64)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                out[chunk] = self._score_batch([ids[i] for i in chunk])
+        return out
+
+    __call__ = score
+
+    def _score_batch(self, batch: list[list[int]]) -> np.ndarray:
+        import torch
+
+        device = _device(self.model)
+        n, lp_max = len(batch), max(len(x) for x in batch)
+        input_ids = torch.full((n, lp_max), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((n, lp_max), dtype=torch.long)
+        for i, x in enumerate(batch):
+            input_ids[i, lp_max - len(x) :] = torch.tensor(x)
+            mask[i, lp_max - len(x) :] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        root = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (n, V)
+        lengths = mask.sum(-1)  # (n,)
+        if self.mode == "trie":
+            return self._trie_pass(out.past_key_values, mask, lengths, root).cpu().numpy()
+        return self._flat_pass(out.past_key_values, mask, lengths, root).cpu().numpy()
+
+    def _trie_pass(self, cache: Any, mask: Any, lengths: Any, root: Any) -> Any:
+        import torch
+
+        tr, device = self._trie, mask.device
+        n, t = mask.shape[0], len(tr.tokens)
+        dtype = _float_dtype(self.model)
+        tokens = torch.from_numpy(tr.tokens).to(device).expand(n, t)
+        positions = lengths[:, None] + torch.from_numpy(tr.depth).to(device)[None, :]
+        allowed = torch.cat(
+            [
+                mask.bool()[:, None, :].expand(n, t, mask.shape[1]),
+                torch.from_numpy(tr.ancestors).to(device)[None].expand(n, t, t),
+            ],
+            dim=-1,
+        )[:, None]  # (n, 1, T, Lp + T)
+        attn = torch.zeros(allowed.shape, dtype=dtype, device=device)
+        attn.masked_fill_(~allowed, torch.finfo(dtype).min)
+        logits = self.model(
+            input_ids=tokens,
+            attention_mask=attn,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        ).logits.float()  # (n, T, V)
+        lp = torch.cat([root[:, None], torch.log_softmax(logits, dim=-1)], dim=1)  # (n, T+1, V)
+        src = torch.from_numpy(tr.src).to(device)
+        tok = torch.from_numpy(tr.tok).to(device)
+        valid = torch.from_numpy(tr.valid).to(device)
+        picked = lp[:, src, tok]  # (n, L, K)
+        return (picked * valid).sum(-1)
+
+    def _flat_pass(self, cache: Any, mask: Any, lengths: Any, root: Any) -> Any:
+        import torch
+        from transformers import DynamicCache
+
+        device = mask.device
+        n = mask.shape[0]
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        chunk = self.label_chunk or len(self.labels)
+        scores = []
+        for start in range(0, len(self.labels), chunk):
+            labs = self.label_ids[start : start + chunk]
+            m, k = len(labs), max(len(x) for x in labs)
+            ids = torch.full((m, k), self._pad_id, dtype=torch.long)
+            lmask = torch.zeros((m, k), dtype=torch.long)
+            for j, x in enumerate(labs):
+                ids[j, : len(x)] = torch.tensor(x)
+                lmask[j, : len(x)] = 1
+            ids, lmask = ids.to(device), lmask.to(device)
+            rep = DynamicCache(ddp_cache_data=kv)  # a fresh copy: the pass appends to it
+            rep.batch_repeat_interleave(m)  # row b * m + j = prompt b, label j
+            inp = ids[:, :-1].repeat(n, 1)  # the last token (EOS) is predicted, never fed
+            attn = torch.cat([mask.repeat_interleave(m, 0), lmask[:, :-1].repeat(n, 1)], dim=1)
+            pos = lengths.repeat_interleave(m)[:, None] + torch.arange(k - 1, device=device)
+            logits = self.model(
+                input_ids=inp, attention_mask=attn, position_ids=pos, past_key_values=rep
+            ).logits.float()  # (n*m, k-1, V)
+            tgt = ids[:, 1:].repeat(n, 1)
+            body = (logits.gather(-1, tgt[..., None])[..., 0] - logits.logsumexp(-1)) * lmask[
+                :, 1:
+            ].repeat(n, 1)
+            first = root[:, ids[:, 0]]  # (n, m)
+            scores.append(first + body.sum(-1).view(n, m))
+        return torch.cat(scores, dim=1)
+
+
+def naive_scores(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    labels: Sequence[str],
+    *,
+    label_prefix: str = " ",
+    terminator: str | None = None,
+    add_special_tokens: bool = False,
+) -> np.ndarray:
+    """Reference: one full forward pass per (prompt, label); float64 (len(prompts), len(labels)).
+
+    Slow by design (no cache, no batching, no padding); used to check the scorer.
+    """
+    import torch
+
+    scorer = CategoryScorer(
+        model,
+        tokenizer,
+        labels,
+        label_prefix=label_prefix,
+        terminator=terminator,
+        add_special_tokens=add_special_tokens,
+    )
+    device = _device(model)
+    prompt_ids = scorer.prompt_ids(prompts)
+    out = np.zeros((len(prompt_ids), len(labels)), dtype=np.float64)
+    with torch.inference_mode():
+        for i, p in enumerate(prompt_ids):
+            for j, lab in enumerate(scorer.label_ids):
+                ids = torch.tensor([p + lab], device=device)
+                logits = model(input_ids=ids).logits[0].float()
+                lp = torch.log_softmax(logits[len(p) - 1 : -1], dim=-1)
+                out[i, j] = lp.gather(-1, torch.tensor(lab, device=device)[:, None]).sum().item()
+    return out
+
+
+def to_distribution(logprobs: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Softmax over labels (last axis) of `logprobs / temperature`; same shape, rows sum to 1.
+
+    Example:
+        >>> to_distribution(np.log([[0.2, 0.6]])).round(2)
+        array([[0.25, 0.75]])
+    """
+    if not (isinstance(temperature, int | float) and math.isfinite(temperature)) or temperature <= 0:
+        raise ValueError(f"temperature={temperature!r}; expected a finite float > 0")
+    z = np.asarray(logprobs, dtype=np.float64) / temperature
+    if z.ndim < 1 or z.shape[-1] == 0:
+        raise ValueError(f"logprobs has shape {z.shape}; expected (..., n_labels >= 1)")
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def temperature_nll(logprobs: np.ndarray, targets: np.ndarray, temperature: float) -> float:
+    """Mean negative log-likelihood of `targets` under `to_distribution(logprobs, temperature)`."""
+    z = np.asarray(logprobs, dtype=np.float64) / temperature
+    zmax = z.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(z - zmax).sum(axis=1)) + zmax[:, 0]
+    return float(np.mean(lse - z[np.arange(len(z)), targets]))
+
+
+def fit_temperature(
+    logprobs: np.ndarray,
+    targets: Sequence[int] | np.ndarray,
+    *,
+    bounds: tuple[float, float] = (0.01, 100.0),
+    tol: float = 1e-6,
+) -> float:
+    """The temperature T minimising validation NLL of softmax(logprobs / T).
+
+    `logprobs`: (n, n_labels) scores from `CategoryScorer.score`; `targets`: (n,)
+    column index of each row's true label. The NLL is convex in 1/T, so a
+    golden-section search over log T within `bounds` finds the optimum.
+    """
+    lp = np.asarray(logprobs, dtype=np.float64)
+    y = np.asarray(targets)
+    if lp.ndim != 2 or lp.shape[0] == 0 or lp.shape[1] < 2:
+        raise ValueError(f"logprobs has shape {lp.shape}; expected (n >= 1, n_labels >= 2)")
+    if y.shape != (lp.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"targets has shape {y.shape}, dtype {y.dtype}; expected ({lp.shape[0]},) int")
+    if y.min() < 0 or y.max() >= lp.shape[1]:
+        raise ValueError(f"targets must lie in [0, {lp.shape[1]}); got {y.min()}..{y.max()}")
+    if not np.isfinite(lp).all():
+        raise ValueError("logprobs contains inf or nan")
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    if not lo < hi:
+        raise ValueError(f"bounds={bounds!r}; expected 0 < low < high")
+
+    def f(log_t: float) -> float:
+        return temperature_nll(lp, y, math.exp(log_t))
+
+    g = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(c), f(d)
+    while b - a > tol:
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(d)
+    return math.exp((a + b) / 2)
+
+
+def _device(model: Any) -> Any:
+    return next(model.parameters()).device
+
+
+def _float_dtype(model: Any) -> Any:
+    import torch
+
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
