@@ -1,0 +1,426 @@
+"""Grounded explanations: evidence from a shopper's own events, and the faithfulness check.
+
+Given the events of a history *as shown to the model* (with their citation
+numbers), the true (or predicted) next category and statistics of the training
+split, `select_evidence` picks the events that support the category and
+`explain` words them into one short sentence that cites events as "[n]":
+
+    Next interest: Office Products > Paper. Evidence: [12] bought Post-it Super
+    Sticky Notes in this category; [9] bought Brother Label Maker in Office
+    Electronics, and 18% of next events after Office Electronics are in this category.
+
+Every fact in an explanation comes from the data: item titles (shortened), the
+event's action and rating, and counts of the training split. Free text written
+by shoppers (review text, search queries) is never copied into an explanation,
+so a hostile review cannot turn into an instruction the model learns to repeat.
+`check_faithfulness` is the check run on every served explanation.
+
+This module knows nothing about prompts, tokenisers or models.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .schema import Event, Item
+from .taxonomy import SEP, Taxonomy
+
+EXPLANATION_VERSION = "evidence-v1"
+"""Version tag of the explanation wording (stored with trained adapters)."""
+
+VERBS: Mapping[str, str] = {
+    "view": "viewed",
+    "search": "searched",
+    "favourite": "saved",
+    "cart": "added to cart",
+    "purchase": "bought",
+    "review": "reviewed",
+}
+
+
+@dataclass(frozen=True)
+class CategoryStats:
+    """Category popularity and first-order transition counts of the training sequences.
+
+    `transitions[prev][next]` counts consecutive pairs of categorised events
+    (events without a category are skipped, as the Markov baseline does).
+    """
+
+    transitions: Mapping[str, Mapping[str, int]]
+    popularity: Mapping[str, int]
+    _totals: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._totals.update({p: sum(nx.values()) for p, nx in self.transitions.items()})
+
+    @classmethod
+    def from_sequences(
+        cls, sequences: Iterable[Sequence[Event]], items: Mapping[str, Item], taxonomy: Taxonomy
+    ) -> CategoryStats:
+        """Count over chronological event sequences (pass `split.train.values()`, never test data).
+
+        Example:
+            >>> items = {"a": Item("a", "A", ("X",)), "b": Item("b", "B", ("Y",))}
+            >>> evs = [Event("u", i, "purchase", order=n) for n, i in enumerate("aab")]
+            >>> tax = Taxonomy.from_items(items.values(), 1)
+            >>> s = CategoryStats.from_sequences([evs], items, tax)
+            >>> s.p_next("X", "Y"), s.popularity["X"]
+            (0.5, 2)
+        """
+        trans: dict[str, Counter[str]] = defaultdict(Counter)
+        pop: Counter[str] = Counter()
+        for seq in sequences:
+            prev = None
+            for e in seq:
+                lab = label_of_event(e, items, taxonomy)
+                if lab is None:
+                    continue
+                pop[lab] += 1
+                if prev is not None:
+                    trans[prev][lab] += 1
+                prev = lab
+        return cls(transitions={p: dict(c) for p, c in trans.items()}, popularity=dict(pop))
+
+    def p_next(self, prev: str, nxt: str) -> float:
+        """P(next category = nxt | previous category = prev); 0.0 when `prev` was never seen."""
+        total = self._totals.get(prev, 0)
+        return self.transitions.get(prev, {}).get(nxt, 0) / total if total else 0.0
+
+    def share(self, label: str) -> float:
+        """The share of training events in `label`."""
+        total = sum(self.popularity.values())
+        return self.popularity.get(label, 0) / total if total else 0.0
+
+    def rank(self, label: str) -> int:
+        """1-based popularity rank of `label` (ties share the better rank; unseen = last + 1)."""
+        n = self.popularity.get(label, 0)
+        return 1 + sum(1 for v in self.popularity.values() if v > n)
+
+
+@dataclass(frozen=True)
+class Citation:
+    """One cited event: its citation number and the facts the explanation states about it."""
+
+    position: int  # 1-based position in the shopper's full history, as shown in the prompt
+    action: str
+    title: str  # shortened catalogue title
+    category: str
+    rating: float | None
+    role: str  # "target": in the category; "lead-in": in a category that often precedes it
+
+
+@dataclass(frozen=True)
+class TransitionStat:
+    """P(category `next` follows category `prev`) in the training data."""
+
+    prev: str
+    next: str
+    probability: float
+    count: int
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What supports one category for one history: cited events and training statistics."""
+
+    category: str
+    citations: tuple[Citation, ...]
+    transition: TransitionStat | None
+    n_shown: int  # events shown in the prompt
+    popularity_share: float
+    popularity_rank: int
+
+    @property
+    def cited_positions(self) -> tuple[int, ...]:
+        return tuple(c.position for c in self.citations)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Result of `check_faithfulness`: ok, and one reason per problem found."""
+
+    ok: bool
+    reasons: tuple[str, ...] = ()
+    cited: tuple[int, ...] = ()
+
+
+def label_of_event(e: Event, items: Mapping[str, Item], taxonomy: Taxonomy) -> str | None:
+    """The category label of an event's item at the taxonomy's level (None: no item or category)."""
+    it = items.get(e.item_id) if e.item_id else None
+    return taxonomy.label_of(it) if it is not None else None
+
+
+_DANGLING = frozenset(
+    {
+        "",
+        "and",
+        "or",
+        "in",
+        "with",
+        "for",
+        "of",
+        "the",
+        "a",
+        "an",
+        "to",
+        "by",
+        "on",
+        "&",
+        "x",
+        "+",
+        "/",
+    }
+)
+_UNSAFE = re.compile(r"[\[\]<>{}|\\`\"\n\r\t]+")
+
+
+def short_title(title: str, max_words: int = 6, max_chars: int = 48) -> str:
+    """A catalogue title cut to its name (before the first ", " / " - " / " (" when that leaves
+    two words or more) and to a few words, without brackets or quotes (no fake "[n]").
+
+    Example:
+        >>> short_title("Post-it Super Sticky Notes, 3 in x 3 in, Canary Yellow [12 Pads]")
+        'Post-it Super Sticky Notes'
+    """
+    clean = " ".join(_UNSAFE.sub(" ", title).split())
+    head = re.split(r",\s| - | \(", clean, maxsplit=1)[0]
+    if len(head.split()) >= 2:
+        clean = head
+    words = clean.split()[:max_words]
+    while sum(len(w) + 1 for w in words) - 1 > max_chars and len(words) > 1:
+        words.pop()
+    if len(words) < len(clean.split()):  # cut: no dangling "and", "in", "-" at the end
+        while len(words) > 1 and words[-1].casefold().strip(",;:-(") in _DANGLING:
+            words.pop()
+    out = " ".join(words).rstrip(" ,;:-(")[:max_chars]
+    return out or "an item"
+
+
+def leaf(label: str) -> str:
+    """The last segment of a category label ("A > B" -> "B")."""
+    return label.rsplit(SEP, 1)[-1]
+
+
+def select_evidence(
+    shown: Sequence[Event],
+    positions: Sequence[int],
+    items: Mapping[str, Item],
+    taxonomy: Taxonomy,
+    category: str,
+    stats: CategoryStats,
+    *,
+    max_target: int = 2,
+    max_lead_in: int = 1,
+    min_transitions: int = 2,
+    min_lift: float = 1.5,
+    min_probability: float = 0.05,
+) -> Evidence:
+    """Pick the shown events that support `category`.
+
+    `shown[i]` is displayed with citation number `positions[i]`. Order of choice:
+    events of `category` itself (most recent first); then the most recent event
+    of the category with the highest P(category | that category), if that
+    probability is at least `min_probability` and `min_lift` times the
+    category's base rate, and rests on at least `min_transitions` training
+    transitions. One item is cited at most once;
+    search events (no item) are never cited.
+    """
+    if len(shown) != len(positions):
+        raise ValueError(f"shown has {len(shown)} events but positions has {len(positions)}")
+    rows: list[tuple[int, Event, str]] = []
+    for e, p in zip(shown, positions, strict=True):
+        lab = label_of_event(e, items, taxonomy)
+        if lab is not None:
+            rows.append((p, e, lab))
+    rows.sort(key=lambda r: -r[0])  # most recent first
+    seen_items: set[str] = set()
+    cites: list[Citation] = []
+
+    def cite(p: int, e: Event, lab: str, role: str) -> None:
+        seen_items.add(e.item_id or "")
+        cites.append(
+            Citation(
+                p,
+                e.action,
+                short_title(items[e.item_id].title),
+                lab,  # type: ignore[index]
+                e.rating,
+                role,
+            )
+        )
+
+    for p, e, lab in rows:
+        if len([c for c in cites if c.role == "target"]) >= max_target:
+            break
+        if lab == category and e.item_id not in seen_items:
+            cite(p, e, lab, "target")
+
+    transition = None
+    base = stats.share(category)
+    lead: dict[str, float] = {}
+    for _, _, lab in rows:
+        if lab != category and lab not in lead:
+            n = stats.transitions.get(lab, {}).get(category, 0)
+            pr = stats.p_next(lab, category)
+            if n >= min_transitions and pr >= max(min_lift * base, min_probability):
+                lead[lab] = pr
+    for lab in sorted(lead, key=lambda k: (-lead[k], k))[:max_lead_in]:
+        p, e, _ = next(r for r in rows if r[2] == lab)
+        cite(p, e, lab, "lead-in")
+        if transition is None:
+            transition = TransitionStat(lab, category, lead[lab], stats.transitions[lab][category])
+    return Evidence(
+        category=category,
+        citations=tuple(cites),
+        transition=transition,
+        n_shown=len(shown),
+        popularity_share=base,
+        popularity_rank=stats.rank(category),
+    )
+
+
+def _rating(r: float | None) -> str:
+    if r is None:
+        return ""
+    return f" ({int(r)}/5)" if float(r).is_integer() else f" ({r:.1f}/5)"
+
+
+def _event_phrase(c: Citation, words: int) -> str:
+    title = short_title(c.title, max_words=words)
+    if c.action == "review" and c.rating is not None:
+        return f"[{c.position}] rated {title}{_rating(c.rating)}"
+    return f"[{c.position}] {VERBS.get(c.action, c.action)} {title}{_rating(c.rating)}"
+
+
+def _pct(p: float) -> str:
+    return f"{p:.0%}" if p >= 0.01 else "<1%"
+
+
+def approx_tokens(text: str) -> int:
+    """A rough token count (words and punctuation marks) for when no tokenizer is at hand."""
+    return len(re.findall(r"\w+|[^\w\s]", text))
+
+
+def explain(
+    ev: Evidence,
+    *,
+    max_tokens: int = 60,
+    count_tokens: Callable[[str], int] | None = None,
+) -> str:
+    """Word `ev` as one short explanation that names the category and cites events as "[n]".
+
+    Tries richer wordings first and returns the first within `max_tokens`
+    (counted with `count_tokens`, default `approx_tokens`), else the shortest.
+
+    Example:
+        >>> c = Citation(3, "purchase", "Swingline Stapler", "Office > Staplers", None, "target")
+        >>> explain(Evidence("Office > Staplers", (c,), None, 4, 0.1, 2))
+        'Next interest: Office > Staplers. Evidence: [3] bought Swingline Stapler in this category.'
+    """
+    count = count_tokens or approx_tokens
+    head = f"Next interest: {ev.category}. Evidence: "
+    target = [c for c in ev.citations if c.role == "target"]
+    lead = [c for c in ev.citations if c.role == "lead-in"]
+    candidates: list[str] = []
+    for words, n_target, with_lead in (
+        (6, 2, True),
+        (4, 2, True),
+        (4, 1, True),
+        (4, 1, False),
+        (3, 1, False),
+        (0, 1, False),
+    ):
+        parts = []
+        tc = target[:n_target]
+        if tc:
+            parts.append(" and ".join(_event_phrase(c, words) for c in tc) + " in this category")
+        if with_lead and lead and ev.transition is not None:
+            c, t = lead[0], ev.transition
+            parts.append(
+                f"{_event_phrase(c, words)} in {leaf(c.category)}, and "
+                f"{_pct(t.probability)} of next events after {leaf(t.prev)} are in this category"
+            )
+        if not parts:
+            parts.append(
+                f"none of the {ev.n_shown} events shown is in this category or one that "
+                f"often leads to it; it holds {_pct(ev.popularity_share)} of training "
+                f"events (popularity rank {ev.popularity_rank})"
+            )
+        candidates.append(head + "; ".join(parts) + ".")
+    for text in candidates:
+        if count(text) <= max_tokens:
+            return text
+    return min(candidates, key=count)
+
+
+_CITE = re.compile(r"\[\s*(\d+(?:\s*[-,–]\s*\d+)*)\s*\]")
+
+
+def cited_positions(text: str) -> tuple[int, ...]:
+    """Every event number cited in `text` as "[n]", "[n, m]" or "[n-m]" (ranges expanded).
+
+    Example:
+        >>> cited_positions("[3] and [5-7], also [9, 12]")
+        (3, 5, 6, 7, 9, 12)
+    """
+    out: list[int] = []
+    for m in _CITE.finditer(text):
+        for part in re.split(r"\s*,\s*", m.group(1)):
+            rng = re.fullmatch(r"(\d+)\s*[-–]\s*(\d+)", part)
+            if rng is None:
+                out.append(int(part))
+                continue
+            a, b = int(rng.group(1)), int(rng.group(2))
+            out.extend(range(a, b + 1) if 0 <= b - a < 1000 else (a, b))
+    return tuple(out)
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.casefold().split())
+
+
+def check_faithfulness(
+    explanation_text: str, history_positions: Collection[int], category_label: str
+) -> Verdict:
+    """Check one explanation: every cited [n] is an event shown in the history, and the
+    category label is named (whitespace and case aside).
+
+    Example:
+        >>> check_faithfulness("Next interest: Paper. Evidence: [2] bought pens.", [1, 2], "Paper")
+        Verdict(ok=True, reasons=(), cited=(2,))
+        >>> for r in check_faithfulness("Evidence: [7] bought pens.", [1, 2], "Paper").reasons:
+        ...     print(r)
+        cites [7], which is not in the history shown (positions 1..2)
+        does not name the category 'Paper'
+    """
+    reasons: list[str] = []
+    shown = set(history_positions)
+    if not explanation_text.strip():
+        return Verdict(False, ("the explanation is empty",))
+    cited = cited_positions(explanation_text)
+    span = f"positions {min(shown)}..{max(shown)}" if shown else "no events"
+    for p in dict.fromkeys(cited):
+        if p not in shown:
+            reasons.append(f"cites [{p}], which is not in the history shown ({span})")
+    if not category_label or _norm(category_label) not in _norm(explanation_text):
+        reasons.append(f"does not name the category {category_label!r}")
+    return Verdict(not reasons, tuple(reasons), cited)
+
+
+__all__ = [
+    "EXPLANATION_VERSION",
+    "CategoryStats",
+    "Citation",
+    "Evidence",
+    "TransitionStat",
+    "Verdict",
+    "check_faithfulness",
+    "cited_positions",
+    "explain",
+    "label_of_event",
+    "select_evidence",
+    "short_title",
+]
