@@ -61,10 +61,14 @@ def datasets(data_dir: Path | None) -> None:
 @click.option("--sasrec-epochs", type=int, default=None, help="Override SASRec's maximum epochs.")
 @click.option("--device", default="cpu", show_default=True, help="Device for SASRec training (cpu or cuda).")
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for confidence intervals.")
+@click.option("--retrieval/--no-retrieval", default=True, show_default=True,
+              help="Item task: add category distribution x embedding retrieval systems (datasets with item titles).")
+@click.option("--embedder", default=None, help="sentence-transformers folder for retrieval (default: bundled MiniLM).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True,
               help="Where the JSON, Markdown and PNG report go.")
 def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: tuple[str, ...], seed: int,
-             max_test_cases: int | None, sasrec_epochs: int | None, device: str, n_boot: int, out_dir: Path) -> None:
+             max_test_cases: int | None, sasrec_epochs: int | None, device: str, n_boot: int,
+             retrieval: bool, embedder: str | None, out_dir: Path) -> None:
     """Evaluate every baseline on one dataset: chronological split, full ranking, CIs.
 
     Writes <out-dir>/<dataset>.json, .md and .png and prints the Markdown table.
@@ -74,7 +78,8 @@ def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: t
     try:
         cfg = EvalConfig(dataset=dataset, level=level, tasks=tasks or TASKS, systems=systems or BASELINES,
                          seed=seed, max_test_cases=max_test_cases, sasrec_epochs=sasrec_epochs,
-                         sasrec_device=device, n_boot=n_boot, out_dir=str(out_dir))
+                         sasrec_device=device, n_boot=n_boot, retrieval=retrieval, embedder=embedder,
+                         out_dir=str(out_dir))
         paths = run(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
     except LlmintError as err:
         raise _fail(err) from err

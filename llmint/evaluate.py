@@ -53,6 +53,9 @@ class EvalConfig:
     sasrec_epochs: int | None = None  # override SASRec max_epochs (None = its default)
     sasrec_device: str = "cpu"
     reference: str = "markov"  # paired differences are reported as system - reference
+    retrieval: bool = True  # item task: add category distribution x embedding retrieval systems
+    retrieval_priors: tuple[str, ...] = ("markov", "sasrec_ce")  # category systems used as priors
+    embedder: str | None = None  # sentence-transformers name or folder (None = bundled MiniLM)
     out_dir: str = "reports"
 
     def __post_init__(self) -> None:
@@ -147,6 +150,83 @@ def make_system(name: str, cfg: EvalConfig) -> Any:
     raise ValueError(f"unknown system {name!r}; known: {BASELINES}")
 
 
+def cached_vectors(embedder: Any, texts: list[str]) -> np.ndarray:
+    """`embedder.encode(texts)`, cached under home()/cache/vectors by embedder digest and texts."""
+    import hashlib
+
+    from .paths import home
+
+    h = hashlib.sha256(embedder.sha256.encode())
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass") + b"\x00")
+    path = home() / "cache" / "vectors" / f"{h.hexdigest()[:32]}.npy"
+    if path.exists():
+        try:
+            v = np.load(path)
+            if v.shape[0] == len(texts):
+                return v
+        except (OSError, ValueError):
+            logger.warning("unreadable vector cache %s; re-embedding", path)
+    v = embedder.encode(texts, show_progress=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, v)
+    tmp.replace(path)
+    return v
+
+
+def retrieval_systems(
+    dataset: Dataset, split: Split, view: TokenView, cfg: EvalConfig,
+    cat_systems: dict[str, Any], progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Next-item systems "retrieval" and "<prior>*retrieval" for a dataset with item text.
+
+    Items are embedded from their text (title, category path, brand, description
+    and a digest of reviews written in the training split only, so nothing from
+    a validation or test event reaches the vectors). The priors are the category
+    task's fitted systems named in `cfg.retrieval_priors` (plus any extra
+    category system, e.g. the LLM) from `cat_systems`. Returns (systems, note for the report).
+    """
+    from .embed import item_text, load_embedder, review_digests
+    from .next_item import CategoryRetrieval, CategoryRetrievalConfig
+
+    items = [dataset.items[iid] for iid in view.labels]
+    n_text = sum(1 for it in items if it.title and it.title.strip())
+    if n_text < 0.5 * len(items):
+        return {}, {"not_run": f"only {n_text} of {len(items)} items have a title"}
+    level = cfg.level or dataset.default_level
+    priors = {n: s for n, s in cat_systems.items() if n in cfg.retrieval_priors or n not in BASELINES}
+    item_cat = np.full(len(items), -1, dtype=np.int64)
+    n_cat = 0
+    if dataset.has_categories:
+        tax = Taxonomy.from_items(dataset.items.values(), level)
+        label = tax.item_labels(dataset.items)
+        n_cat = len(tax.labels)
+        item_cat = np.array([label.get(iid, -1) for iid in view.labels], dtype=np.int64)
+    no_cat = int((item_cat < 0).sum())
+    item_cat[item_cat < 0] = n_cat  # one extra bucket for items without a category
+    digests = review_digests(e for evs in split.train.values() for e in evs)
+    texts = [item_text(it, digests.get(it.item_id)) for it in items]
+    if progress:
+        progress(f"{dataset.name}/item: embedding {len(texts)} items")
+    embedder = load_embedder(cfg.embedder)
+    t0 = time.perf_counter()
+    vectors = cached_vectors(embedder, texts)
+    rcfg = CategoryRetrievalConfig(seed=cfg.seed)
+    systems: dict[str, Any] = {"retrieval": CategoryRetrieval("retrieval", item_cat, vectors, None, rcfg)}
+    for name, prior in priors.items():
+        systems[f"{name}*retrieval"] = CategoryRetrieval(
+            f"{name}*retrieval", item_cat, vectors, prior, rcfg, n_ranker_categories=n_cat
+        )
+    note = {
+        "embedder": embedder.name, "embedder_sha256": embedder.sha256,
+        "embed_s": round(time.perf_counter() - t0, 2), "n_items": len(items),
+        "items_without_category": no_cat, "items_with_review_digest": len(digests),
+        "priors": sorted(priors),
+    }
+    return systems, note
+
+
 def _predict_chunks(system: Any, hists: list[list[int]], chunk: int = 1024):
     for s in range(0, len(hists), chunk):
         yield system.predict_proba(hists[s : s + chunk])
@@ -180,7 +260,7 @@ def _summarise(
     cfg: EvalConfig,
     with_class_metrics: bool,
 ) -> dict[str, Any]:
-    from .bootstrap import bootstrap_ci, bootstrap_stat, paired_bootstrap
+    from .bootstrap import bootstrap_ci, bootstrap_stats, paired_bootstrap
     from .metrics import classification_metrics
 
     systems: dict[str, dict[str, Any]] = {}
@@ -192,12 +272,12 @@ def _summarise(
         p = probs.get(name)
         if with_class_metrics and p is not None and mask.sum() >= 2:
             pm, tm = p[mask], targets[mask]
+            cis = bootstrap_stats(
+                lambda pp, tt: {m: v for m, v in classification_metrics(pp, tt).items() if m in CLASS_METRICS},
+                (pm, tm), n_boot=cfg.n_boot_slow, seed=cfg.seed,
+            )
             for met in CLASS_METRICS:
-                ci = bootstrap_stat(
-                    lambda pp, tt, _m=met: classification_metrics(pp, tt)[_m],
-                    (pm, tm), n_boot=cfg.n_boot_slow, seed=cfg.seed,
-                )
-                row[met] = ci.to_dict()
+                row[met] = cis[met].to_dict()
         systems[name] = row
     paired: dict[str, Any] = {}
     ref = cfg.reference if cfg.reference in per_case else None
@@ -214,9 +294,15 @@ def _summarise(
 
 def evaluate_task(
     task: str, dataset: Dataset, split: Split, cfg: EvalConfig, extra_systems: dict[str, Any] | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, fitted: dict[str, Any] | None = None,
+    priors: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train and score every system on one task; returns the task's report section."""
+    """Train and score every system on one task; returns the task's report section.
+
+    `fitted`, when given, receives the fitted systems by name (the category
+    task's systems become the priors of the item task's retrieval systems).
+    `priors`: fitted category systems for the item task's retrieval systems.
+    """
     level = cfg.level or dataset.default_level
     view = token_view(task, dataset, split, level, split.config.cold_start_max)
     if cfg.max_test_cases is not None and len(view.test_target) > cfg.max_test_cases:
@@ -233,6 +319,10 @@ def evaluate_task(
     timings: dict[str, dict[str, float]] = {}
     systems = {name: make_system(name, cfg) for name in cfg.systems}
     systems.update(extra_systems or {})
+    notes: dict[str, Any] = {}
+    if task == "item" and cfg.retrieval:
+        built, notes["retrieval"] = retrieval_systems(dataset, split, view, cfg, priors or {}, progress)
+        systems.update(built)
     for name, system in systems.items():
         if progress:
             progress(f"{dataset.name}/{task}: {name}")
@@ -241,6 +331,12 @@ def evaluate_task(
         t1 = time.perf_counter()
         per_case[name], probs[name] = score_system(system, view, keep_probs=with_class)
         timings[name] = {"fit_s": round(t1 - t0, 3), "score_s": round(time.perf_counter() - t1, 3)}
+        if fitted is not None:
+            fitted[name] = system
+        if getattr(system, "grid", None):
+            notes.setdefault("validation_grid", {})[name] = {
+                "chosen": system.chosen, "grid": system.grid,
+            }
         logger.info("%s/%s %s: hit@1=%.4f", dataset.name, task, name, per_case[name]["hit@1"].mean())
     targets = np.asarray(view.test_target)
     all_mask = np.ones(len(targets), dtype=bool)
@@ -254,6 +350,7 @@ def evaluate_task(
         "n_valid": len(view.valid_target),
         "skipped": view.skipped,
         "timings": timings,
+        "notes": notes,
         "slices": slices,
     }
 
@@ -306,12 +403,14 @@ def evaluate(cfg: EvalConfig, dataset: Dataset | None = None, progress: Callable
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "tasks": {},
     }
-    for task in cfg.tasks:
+    fitted: dict[str, dict[str, Any]] = {}
+    for task in sorted(cfg.tasks, key=TASKS.index):  # category first: its systems are item priors
         if task == "category" and not dataset.has_categories:
             report["tasks"][task] = {"not_run": f"{dataset.name} has no categories below its root"}
             continue
         report["tasks"][task] = evaluate_task(
-            task, dataset, split, cfg, extra_systems=(extra_systems or {}).get(task), progress=progress
+            task, dataset, split, cfg, extra_systems=(extra_systems or {}).get(task), progress=progress,
+            fitted=fitted.setdefault(task, {}), priors=fitted.get("category"),
         )
     return report
 

@@ -186,7 +186,28 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 for s, t in sec["timings"].items()
             )
             out += ["", f"Timings (s): {times}."]
+        out += _notes(sec.get("notes") or {})
     return "\n".join(out) + "\n"
+
+
+def _notes(notes: Mapping[str, Any]) -> list[str]:
+    """The retrieval systems' set-up and the hyper-parameters chosen on validation."""
+    out: list[str] = []
+    r = notes.get("retrieval") or {}
+    if r.get("not_run"):
+        out += ["", f"Retrieval systems not run: {r['not_run']}."]
+    elif r:
+        out += [
+            "",
+            f"Retrieval: {r.get('n_items')} items embedded with {_esc(str(r.get('embedder')))} "
+            f"(sha256 {str(r.get('embedder_sha256'))[:12]}); review digests from the training split "
+            f"for {r.get('items_with_review_digest')} items; category priors: "
+            f"{', '.join(r.get('priors') or []) or 'none'}.",
+        ]
+    for name, g in (notes.get("validation_grid") or {}).items():
+        chosen = ", ".join(f"{k}={v}" for k, v in (g.get("chosen") or {}).items())
+        out += ["", f"{_esc(name)}: chosen on validation: {chosen}."]
+    return out
 
 
 def _panels(report: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
