@@ -53,6 +53,9 @@ def test_evaluate_ranks_markov_above_popularity(tmp_path) -> None:
     assert diff["high"] < 0
     item = report["tasks"]["item"]["slices"]["test"]
     assert item["systems"]["markov"]["hit@10"]["mean"] > item["systems"]["most_popular"]["hit@10"]["mean"]
+    # category x retrieval: Markov knows the next category, so its 3 items fill the top 3
+    assert item["systems"]["markov*retrieval"]["hit@3"]["mean"] > 0.95
+    assert report["tasks"]["item"]["notes"]["retrieval"]["priors"] == ["markov", "sasrec_ce"]
     for met in ("accuracy", "macro_f1", "auc_ovr", "ece"):
         assert met in cat["systems"]["markov"]
     json.dumps(report)  # JSON-able
