@@ -132,6 +132,7 @@ def make_parser() -> argparse.ArgumentParser:
         "hnsw_m",
         "ef_construction",
         "ef_search",
+        "sub_ef_search",
         "exact_filter_max",
     ):
         default = getattr(defaults, name)

@@ -10,14 +10,16 @@ id selector on every search (a removed item never comes back).
 
 Category restriction ("A > B" also matches "A > B > C") keeps recall: a category
 with at most `exact_filter_max` live items is searched exactly over its own vectors
-(a flat index cached per category, about 1-2 ms for 20k x 384 on one core); a larger
-one gets its own HNSW sub-index, built on its first query (or by
-`prepare_categories`) and kept current by `add`. HNSW over the whole catalogue with
-an id selector is not used for categories: `index/bench.py` measured recall@10 of
-0.04-0.07 for a clustered 5% category queried from elsewhere (100k-1M items) and
-0.33-0.86 for a random 0.2% subset of 100k. The sub-index has recall 1.0 for queries
-near the category but drops (0.7 at 15k items, efSearch 128) for queries far from
-it, hence the generous exact threshold. A flat index filters with an
+(a flat index cached per category: about 1-2 ms for 20k x 384 on one core, 3-6 ms
+for 50k, 10 ms for 100k); a larger one gets its own HNSW sub-index, built on its
+first query (or by `prepare_categories`), searched with `sub_ef_search` and kept
+current by `add`. HNSW over the whole catalogue with an id selector is not used for
+categories: `index/bench.py` measured recall@10 of 0.04-0.07 for a clustered 5%
+category queried from elsewhere (100k-1M items) and 0.33-0.86 for a random 0.2%
+subset of 100k. A sub-index has recall 1.0 for queries near its category but not
+for queries far from it (the shopper moving to a new category: measured on a 50k
+category, recall@10 0.48 at efSearch 128, 0.81 at 512, 0.92 at 1024, p99 14 ms),
+hence the generous exact threshold: exact search is both exact and faster there. A flat index filters with an
 `IDSelectorBitmap` (exact); HNSW removals are tombstones filtered the same way.
 
 This module knows nothing about datasets, loaders or LLMs; faiss is imported
@@ -449,10 +451,11 @@ class ItemIndex:
             sel = self._selector(prefix, cands)
             return self._run(self._index, q, k, self._params(0, sel))
         sub = self._subindex(prefix, cands)
+        ef = max(self.cfg.sub_ef_search, self.cfg.ef_search)
         if sub.ntotal == len(cands):
-            return self._run(sub, q, k, self._params(self.cfg.ef_search))
+            return self._run(sub, q, k, self._params(ef))
         sel = self._selector(prefix, cands)  # the sub-index holds tombstones: keep live items
-        return self._run(sub, q, k, self._params(self._filter_ef(len(cands), sub.ntotal), sel))
+        return self._run(sub, q, k, self._params(max(ef, self._filter_ef(len(cands), sub.ntotal)), sel))
 
     def _subindex(self, prefix: str, cands: np.ndarray) -> Any:
         """The HNSW index over one large category, built on its first query and then kept

@@ -44,15 +44,18 @@ class IndexConfig:
     hnsw_m: int = field(default=32, metadata={"help": "HNSW graph degree M"})
     ef_construction: int = field(default=200, metadata={"help": "HNSW efConstruction"})
     ef_search: int = field(default=128, metadata={"help": "HNSW efSearch for unfiltered queries"})
+    sub_ef_search: int = field(
+        default=1024, metadata={"help": "efSearch in a large category's HNSW sub-index"}
+    )
     exact_filter_max: int = field(
-        default=20_000,
+        default=100_000,
         metadata={"help": "categories up to this size are searched exactly; larger: sub-index"},
     )
     filter_ef_max: int = field(
         default=1024, metadata={"help": "cap on efSearch raised to skip HNSW tombstones"}
     )
     filter_cache_mb: int = field(
-        default=256, metadata={"help": "memory for the cached exact per-category indexes"}
+        default=1024, metadata={"help": "memory for the cached exact per-category indexes"}
     )
     single_query_threads: int = field(
         default=1,
@@ -67,7 +70,7 @@ class IndexConfig:
             raise ValueError(f"kind={self.kind!r}; expected one of {KINDS}")
         if self.device not in DEVICES:
             raise ValueError(f"device={self.device!r}; expected one of {DEVICES}")
-        for name in ("hnsw_threshold", "hnsw_m", "ef_construction", "ef_search", "filter_ef_max"):
+        for name in ("hnsw_threshold", "hnsw_m", "ef_construction", "ef_search", "sub_ef_search", "filter_ef_max"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r}; expected an int >= 1")
