@@ -73,9 +73,13 @@ def eos_id(tokenizer: Any) -> int:
 
 
 def prompt_ids(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> list[int]:
-    """Token ids of the chat-formatted prompt, ending with the assistant generation prompt."""
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    """Token ids of the chat-formatted prompt, ending with the assistant generation prompt.
+
+    The same function scores prompts at prediction time (`llmint.llm_ranker`).
+    """
+    from llmint.llm_ranker import chat_prompt_ids
+
+    return chat_prompt_ids(tokenizer, messages)
 
 
 def tokenize_example(example: Mapping[str, Any], tokenizer: Any) -> Tokenized:

@@ -25,7 +25,8 @@ def _fail(err: LlmintError) -> click.ClickException:
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
 def cli(verbose: bool) -> None:
     """llmint: LLM-based interest reasoning for e-commerce shoppers."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
 
 
 @cli.command()
@@ -60,16 +61,26 @@ def datasets(data_dir: Path | None) -> None:
 @click.option("--max-test-cases", type=int, default=None, help="Seeded subsample of test cases (default: all).")
 @click.option("--sasrec-epochs", type=int, default=None, help="Override SASRec's maximum epochs.")
 @click.option("--device", default="cpu", show_default=True, help="Device for SASRec training (cpu or cuda).")
-@click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for confidence intervals.")
+@click.option("--n-boot", type=int, default=1000, show_default=True,
+              help="Bootstrap resamples for confidence intervals.")
 @click.option("--retrieval/--no-retrieval", default=True, show_default=True,
               help="Item task: add category distribution x embedding retrieval systems (datasets with item titles).")
 @click.option("--embedder", default=None, help="sentence-transformers folder for retrieval (default: bundled MiniLM).")
+@click.option("--llm/--no-llm", default=False, show_default=True,
+              help="Category task: add the zero-shot LLM (and one system per --adapter).")
+@click.option("--model", "llm_model", default=None,
+              help="LLM: registry name, HF folder or GGUF (default: smollm2-135m).")
+@click.option("--adapter", "adapters", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="peft adapter folder to evaluate as llm+<name> (repeatable; implies --llm).")
+@click.option("--llm-max-valid", type=int, default=200, show_default=True,
+              help="Validation cases used to fit the LLM's temperature.")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True,
               help="Where the JSON, Markdown and PNG report go.")
 def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: tuple[str, ...], seed: int,
              max_test_cases: int | None, sasrec_epochs: int | None, device: str, n_boot: int,
-             retrieval: bool, embedder: str | None, out_dir: Path) -> None:
-    """Evaluate every baseline on one dataset: chronological split, full ranking, CIs.
+             retrieval: bool, embedder: str | None, llm: bool, llm_model: str | None, adapters: tuple[str, ...],
+             llm_max_valid: int, out_dir: Path) -> None:
+    """Evaluate every baseline (and the LLM with --llm) on one dataset: chronological split, full ranking, CIs.
 
     Writes <out-dir>/<dataset>.json, .md and .png and prints the Markdown table.
     """
@@ -79,7 +90,8 @@ def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: t
         cfg = EvalConfig(dataset=dataset, level=level, tasks=tasks or TASKS, systems=systems or BASELINES,
                          seed=seed, max_test_cases=max_test_cases, sasrec_epochs=sasrec_epochs,
                          sasrec_device=device, n_boot=n_boot, retrieval=retrieval, embedder=embedder,
-                         out_dir=str(out_dir))
+                         llm=llm or bool(adapters), llm_model=llm_model, llm_adapters=adapters,
+                         llm_max_valid=llm_max_valid, out_dir=str(out_dir))
         paths = run(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
     except LlmintError as err:
         raise _fail(err) from err

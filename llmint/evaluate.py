@@ -56,6 +56,11 @@ class EvalConfig:
     retrieval: bool = True  # item task: add category distribution x embedding retrieval systems
     retrieval_priors: tuple[str, ...] = ("markov", "sasrec_ce")  # category systems used as priors
     embedder: str | None = None  # sentence-transformers name or folder (None = bundled MiniLM)
+    llm: bool = False  # category task: add the zero-shot LLM ("llm") and one "llm+<adapter>" per adapter
+    llm_model: str | None = None  # registry name, HF folder or GGUF (None = the default model)
+    llm_adapters: tuple[str, ...] = ()  # peft adapter folders scored as "llm+<folder name>"
+    llm_max_valid: int = 200  # validation cases for the LLM's temperature
+    llm_batch_size: int = 4
     out_dir: str = "reports"
 
     def __post_init__(self) -> None:
@@ -84,6 +89,8 @@ class TokenView:
     test_target: list[int]
     cold: np.ndarray  # bool (n_test,): cold-start cases
     skipped: dict[str, int] = field(default_factory=dict)
+    valid_cases: list[Case] = field(default_factory=list)  # the events behind valid_hist/valid_target
+    test_cases: list[Case] = field(default_factory=list)  # the events behind test_hist/test_target
 
 
 def _tokenizer(task: str, dataset: Dataset, level: int) -> tuple[list[str], Callable[[Event], int | None]]:
@@ -111,8 +118,8 @@ def token_view(task: str, dataset: Dataset, split: Split, level: int, cold_max: 
                 out.append(t)
         return out
 
-    def cases(cs: list[Case], what: str) -> tuple[list[str], list[list[int]], list[int], list[bool]]:
-        users, hists, targets, cold = [], [], [], []
+    def cases(cs: list[Case], what: str) -> tuple[list[str], list[list[int]], list[int], list[bool], list[Case]]:
+        users, hists, targets, cold, kept = [], [], [], [], []
         for c in cs:
             t = tok(c.target)
             if t is None:
@@ -122,12 +129,13 @@ def token_view(task: str, dataset: Dataset, split: Split, level: int, cold_max: 
             hists.append(seq(c.history))
             targets.append(t)
             cold.append(len(c.history) <= cold_max)
-        return users, hists, targets, cold
+            kept.append(c)
+        return users, hists, targets, cold, kept
 
     train = [s for s in (seq(evs) for _, evs in sorted(split.train.items())) if s]
-    _, vh, vt, _ = cases(split.valid, "valid")
-    tu, th, tt, tc = cases(split.test, "test")
-    return TokenView(task, labels, train, vh, vt, tu, th, tt, np.array(tc, dtype=bool), skipped)
+    _, vh, vt, _, vc = cases(split.valid, "valid")
+    tu, th, tt, tc, tcs = cases(split.test, "test")
+    return TokenView(task, labels, train, vh, vt, tu, th, tt, np.array(tc, dtype=bool), skipped, vc, tcs)
 
 
 def make_system(name: str, cfg: EvalConfig) -> Any:
@@ -148,6 +156,20 @@ def make_system(name: str, cfg: EvalConfig) -> Any:
             kw["max_epochs"] = cfg.sasrec_epochs
         return B.SASRec(B.SASRecConfig(**kw))
     raise ValueError(f"unknown system {name!r}; known: {BASELINES}")
+
+
+def llm_systems(dataset: Dataset, level: int, cfg: EvalConfig) -> dict[str, Any]:
+    """The zero-shot LLM and one LLM per adapter, as event-level category systems (models load lazily)."""
+    from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
+
+    base = LLMRankerConfig(model=cfg.llm_model, max_valid=cfg.llm_max_valid, batch_size=cfg.llm_batch_size,
+                           seed=cfg.seed)
+    out: dict[str, Any] = {"llm": LLMCategoryRanker("llm", dataset, level, base)}
+    for a in cfg.llm_adapters:
+        name = f"llm+{Path(a).name if Path(a).name != 'adapter' else Path(a).parent.name}"
+        rcfg = LLMRankerConfig(**{**asdict(base), "adapter": str(a)})
+        out[name] = LLMCategoryRanker(name, dataset, level, rcfg)
+    return out
 
 
 def cached_vectors(embedder: Any, texts: list[str]) -> np.ndarray:
@@ -195,7 +217,10 @@ def retrieval_systems(
     if n_text < 0.5 * len(items):
         return {}, {"not_run": f"only {n_text} of {len(items)} items have a title"}
     level = cfg.level or dataset.default_level
-    priors = {n: s for n, s in cat_systems.items() if n in cfg.retrieval_priors or n not in BASELINES}
+    priors = {  # event-level systems (the LLM) cannot read item tokens: not used as priors here
+        n: s for n, s in cat_systems.items()
+        if (n in cfg.retrieval_priors or n not in BASELINES) and not hasattr(s, "predict_events")
+    }
     item_cat = np.full(len(items), -1, dtype=np.int64)
     n_cat = 0
     if dataset.has_categories:
@@ -227,9 +252,16 @@ def retrieval_systems(
     return systems, note
 
 
-def _predict_chunks(system: Any, hists: list[list[int]], chunk: int = 1024):
-    for s in range(0, len(hists), chunk):
-        yield system.predict_proba(hists[s : s + chunk])
+def _predict_chunks(system: Any, view: TokenView, chunk: int = 1024):
+    if hasattr(system, "predict_events"):
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(view.test_cases), desc=getattr(system, "name", "system"), leave=False) as bar:
+            for s in range(0, len(view.test_cases), chunk):
+                yield system.predict_events([c.history for c in view.test_cases[s : s + chunk]], bar.update)
+        return
+    for s in range(0, len(view.test_hist), chunk):
+        yield system.predict_proba(view.test_hist[s : s + chunk])
 
 
 def score_system(system: Any, view: TokenView, *, keep_probs: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -240,7 +272,7 @@ def score_system(system: Any, view: TokenView, *, keep_probs: bool) -> tuple[dic
     per: dict[str, list[np.ndarray]] = {}
     kept: list[np.ndarray] = []
     start = 0
-    for probs in _predict_chunks(system, view.test_hist):
+    for probs in _predict_chunks(system, view):
         n = probs.shape[0]
         m = rank_metrics(probs, targets[start : start + n], ks=(1, 3, 5, 10))
         for k, v in m.items():
@@ -286,7 +318,9 @@ def _summarise(
             if name == ref:
                 continue
             paired[f"{name} - {ref}"] = {
-                met: paired_bootstrap(per[met][mask], per_case[ref][met][mask], n_boot=cfg.n_boot, seed=cfg.seed).to_dict()
+                met: paired_bootstrap(
+                    per[met][mask], per_case[ref][met][mask], n_boot=cfg.n_boot, seed=cfg.seed
+                ).to_dict()
                 for met in ("hit@1", "ndcg@5", "ndcg@10")
             }
     return {"n": int(mask.sum()), "systems": systems, "paired": paired}
@@ -311,6 +345,7 @@ def evaluate_task(
         view.test_users = [view.test_users[i] for i in keep]
         view.test_hist = [view.test_hist[i] for i in keep]
         view.test_target = [view.test_target[i] for i in keep]
+        view.test_cases = [view.test_cases[i] for i in keep]
         view.cold = view.cold[keep]
     n_classes = len(view.labels)
     with_class = task == "category"
@@ -318,6 +353,8 @@ def evaluate_task(
     probs: dict[str, np.ndarray | None] = {}
     timings: dict[str, dict[str, float]] = {}
     systems = {name: make_system(name, cfg) for name in cfg.systems}
+    if task == "category" and cfg.llm:
+        systems.update(llm_systems(dataset, level, cfg))
     systems.update(extra_systems or {})
     notes: dict[str, Any] = {}
     if task == "item" and cfg.retrieval:
@@ -328,6 +365,9 @@ def evaluate_task(
             progress(f"{dataset.name}/{task}: {name}")
         t0 = time.perf_counter()
         system.fit(view.train, n_classes, valid=(view.valid_hist, view.valid_target))
+        if hasattr(system, "fit_events"):  # event-level systems (the LLM) read the cases' events
+            system.fit_events(view.valid_cases)
+            notes.setdefault("event_systems", {})[name] = dict(getattr(system, "fit_note", {}))
         t1 = time.perf_counter()
         per_case[name], probs[name] = score_system(system, view, keep_probs=with_class)
         timings[name] = {"fit_s": round(t1 - t0, 3), "score_s": round(time.perf_counter() - t1, 3)}

@@ -39,3 +39,15 @@ def _llmint_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     """Each test gets its own LLMINT_HOME unless a test sets one; model caches are shared per run."""
     if "LLMINT_HOME" not in os.environ:
         monkeypatch.setenv("LLMINT_HOME", str(tmp_path_factory.getbasetemp() / "llmint-home"))
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory: pytest.TempPathFactory):
+    """The real bundled SmolLM2-135M-Instruct in float32 on CPU, loaded once per run (do not mutate)."""
+    import torch
+
+    from llmint.models import load_model
+
+    # Session fixtures run before the per-test LLMINT_HOME: name the cache explicitly.
+    cache = tmp_path_factory.getbasetemp() / "llmint-home" / "models"
+    return load_model("smollm2-135m", dtype=torch.float32, device="cpu", cache_root=cache)

@@ -212,15 +212,6 @@ def test_fit_temperature_rejects_bad_input():
 # ---------------------------------------------------------------- real tier
 
 
-@pytest.fixture(scope="session")
-def smollm2(tmp_path_factory):
-    from llmint.models import load_model
-
-    # Session fixtures run before conftest's per-test LLMINT_HOME: name the cache explicitly.
-    cache = tmp_path_factory.getbasetemp() / "llmint-home" / "models"
-    return load_model("smollm2-135m", dtype=torch.float32, device="cpu", cache_root=cache)
-
-
 OFFICE = [
     "Office & School Supplies",
     "Office & School Supplies > Paper",

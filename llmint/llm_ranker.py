@@ -1,0 +1,207 @@
+"""The LLM as a next-category ranker: chat prompt in, calibrated distribution over the taxonomy out.
+
+`LLMCategoryRanker` turns a shopper's events into the `next_interest` prompt
+(the serialised history inside the chat template, exactly as fine-tuning sees
+it), scores every taxonomy label with `CategoryScorer` (one prompt pass, the
+KV cache reused for all labels) and returns softmax(logprobs / T), with T
+fitted on validation cases. The scored label is the first line of the
+fine-tuning completion: `label + "\\n"`, so zero-shot and LoRA models are read
+the same way. Every output column is a taxonomy label, whatever the prompt says.
+
+In the evaluation harness it is an *event-level* system: besides the `Ranker`
+members it has `fit_events(valid_cases)` and `predict_events(histories)`, and
+the harness feeds it events (`llmint.split.Case`) instead of integer tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .schema import Dataset, Event
+from .split import Case
+from .taxonomy import Taxonomy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LLMRankerConfig:
+    """Which model and adapter, how the prompt is built, how much validation to calibrate on."""
+
+    model: str | None = None  # registry name, HF folder or GGUF file (None = the default model)
+    adapter: str | None = None  # a peft adapter folder (None = zero-shot)
+    prompt: str = "next_interest"  # template in prompts/
+    serialize: Mapping[str, Any] = field(default_factory=dict)  # SerializeConfig overrides
+    batch_size: int = 4  # prompts per forward pass
+    mode: str = "trie"  # CategoryScorer mode
+    max_valid: int = 200  # validation cases used to fit the temperature (seeded sample)
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size}; expected >= 1")
+        if self.max_valid < 0:
+            raise ValueError(f"max_valid={self.max_valid}; expected >= 0 (0 = temperature 1)")
+        object.__setattr__(self, "serialize", dict(self.serialize))
+
+
+def chat_prompt_ids(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> list[int]:
+    """Token ids of the chat-formatted prompt, ending with the assistant generation prompt.
+
+    The one place where messages become tokens: fine-tuning and scoring share it.
+    """
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def load_adapter(model: Any, adapter: str) -> Any:
+    """`model` with the peft adapter folder `adapter` applied, in eval mode (raises on a bad folder)."""
+    from pathlib import Path
+
+    from peft import PeftModel
+
+    from .errors import ModelError
+
+    folder = Path(adapter)
+    if not (folder / "adapter_config.json").is_file():
+        raise ModelError(f"{folder} is not a peft adapter folder (no adapter_config.json)")
+    m = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    m.eval()
+    return m
+
+
+class LLMCategoryRanker:
+    """Next-category distribution from an LLM (zero-shot or with a LoRA adapter).
+
+    Args:
+        name: the system's name in reports ("llm", "llm+lora").
+        dataset: gives the items (titles, categories) and the clock of the prompts.
+        level: the taxonomy level predicted.
+        cfg: model, adapter, prompt and batching.
+        loaded: an already loaded `llmint.models.LoadedModel` (shared between rankers);
+            loaded from `cfg.model` when None. An adapter is applied to a copy of it.
+    """
+
+    def __init__(
+        self, name: str, dataset: Dataset, level: int, cfg: LLMRankerConfig | None = None,
+        loaded: Any | None = None,
+    ) -> None:
+        self.name = name
+        self.cfg = cfg or LLMRankerConfig()
+        self.dataset = dataset
+        self.taxonomy = Taxonomy.from_items(dataset.items.values(), level)
+        self.temperature = 1.0
+        self.fit_note: dict[str, Any] = {}
+        self._loaded = loaded
+        self._scorer: Any = None
+
+    # --- model -------------------------------------------------------------------------------
+
+    def _ensure(self) -> None:
+        if self._scorer is not None:
+            return
+        from .models import load_model
+        from .prompts import load_prompt
+        from .scoring import CategoryScorer
+        from .serialize import SerializeConfig
+
+        shared = self._loaded is not None
+        if self._loaded is None:
+            self._loaded = load_model(self.cfg.model, dtype=self.cfg.dtype, device=self.cfg.device)
+        model, tok = self._loaded.model, self._loaded.tokenizer
+        if self.cfg.adapter:  # peft injects its layers in place: never into a model we were lent
+            model = load_adapter(copy.deepcopy(model) if shared else model, self.cfg.adapter)
+        self._model = model
+        self._tok = tok
+        self._prompt = load_prompt(self.cfg.prompt)
+        self._scfg = SerializeConfig(**self.cfg.serialize)
+        self._scorer = CategoryScorer(
+            model, tok, self.taxonomy.labels, label_prefix="", terminator="\n",
+            mode=self.cfg.mode, batch_size=self.cfg.batch_size,
+        )
+
+    def _count(self, s: str) -> int:
+        return len(self._tok(s, add_special_tokens=False)["input_ids"])
+
+    def prompt_ids(self, history: Sequence[Event]) -> list[int]:
+        """The token ids the model reads for one history (chat template included)."""
+        from .examples import render_prompt
+        from .serialize import serialize_history
+
+        self._ensure()
+        ser = serialize_history(
+            list(history), self.dataset.items, self._scfg, clock=self.dataset.clock,
+            taxonomy_level=self.taxonomy.level, count_tokens=self._count,
+        )
+        r = render_prompt(self._prompt, ser)
+        return chat_prompt_ids(self._tok, [{"role": "system", "content": r.system},
+                                           {"role": "user", "content": r.user}])
+
+    def logprobs(self, histories: Sequence[Sequence[Event]],
+                 progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """log p(label + newline | prompt), float64 (n, n_labels), in batches of 64 prompts."""
+        self._ensure()
+        out = np.zeros((len(histories), len(self.taxonomy.labels)), dtype=np.float64)
+        step = 64
+        for s in range(0, len(histories), step):
+            ids = [self.prompt_ids(h) for h in histories[s : s + step]]
+            out[s : s + len(ids)] = self._scorer.score(ids)
+            if progress:
+                progress(len(ids))
+        return out
+
+    # --- event-level ranker ---------------------------------------------------------------------
+
+    def fit_events(self, valid_cases: Sequence[Case], progress: Callable[[int], None] | None = None
+                   ) -> LLMCategoryRanker:
+        """Fit the temperature on a seeded sample of validation cases (targets with a category)."""
+        from .evidence import label_of_event
+        from .scoring import fit_temperature
+
+        self._ensure()
+        labelled = [(c, label_of_event(c.target, self.dataset.items, self.taxonomy)) for c in valid_cases]
+        labelled = [(c, lab) for c, lab in labelled if lab is not None]
+        if self.cfg.max_valid == 0 or not labelled:
+            self.fit_note = {"temperature": 1.0, "n_valid": 0}
+            return self
+        rng = np.random.default_rng(self.cfg.seed)
+        take = rng.permutation(len(labelled))[: self.cfg.max_valid]
+        t0 = time.perf_counter()
+        lp = self.logprobs([labelled[i][0].history for i in take], progress)
+        y = np.array([self.taxonomy.index(labelled[i][1]) for i in take])
+        self.temperature = fit_temperature(lp, y)
+        self.fit_note = {
+            "temperature": round(self.temperature, 4), "n_valid": len(take),
+            "valid_hit@1": round(float((lp.argmax(1) == y).mean()), 4),
+            "score_s_per_case": round((time.perf_counter() - t0) / len(take), 4),
+        }
+        return self
+
+    def predict_events(self, histories: Sequence[Sequence[Event]],
+                       progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Calibrated distribution over `taxonomy.labels`, float32 (n, n_labels)."""
+        from .scoring import to_distribution
+
+        return to_distribution(self.logprobs(histories, progress), self.temperature).astype(np.float32)
+
+    # --- the token-level Ranker members (the harness uses the event-level ones) ------------------
+
+    def fit(self, sequences: Any, n_classes: int, *, valid: Any = None) -> LLMCategoryRanker:
+        if n_classes != len(self.taxonomy.labels):
+            raise ValueError(f"n_classes={n_classes} but the taxonomy has {len(self.taxonomy.labels)} labels")
+        return self
+
+    def predict_proba(self, histories: Any) -> np.ndarray:
+        raise TypeError(f"{self.name} reads events, not tokens: call predict_events(histories of Event)")
+
+
+__all__ = ["LLMCategoryRanker", "LLMRankerConfig", "chat_prompt_ids", "load_adapter"]
