@@ -101,6 +101,54 @@ def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: t
     click.echo(json.dumps({k: str(v) for k, v in paths.items()}), err=True)
 
 
+@cli.command("explain-eval")
+@click.option("--dataset", default="movielens", show_default=True, help="Dataset name or canonical file.")
+@click.option("--level", type=int, default=None, help="Category level (default: the dataset's).")
+@click.option("--model", "llm_model", default=None,
+              help="LLM: registry name, HF folder or GGUF (default: smollm2-135m).")
+@click.option("--adapter", default=None, type=click.Path(exists=True, file_okay=False),
+              help="peft adapter folder (default: zero-shot).")
+@click.option("--n", "n_cases", type=int, default=100, show_default=True, help="Seeded sample of test cases.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-valid", type=int, default=200, show_default=True,
+              help="Validation cases used to fit the temperature.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON result here (default: print it).")
+def explain_eval(dataset: str, level: int | None, llm_model: str | None, adapter: str | None, n_cases: int,
+                 seed: int, max_valid: int, out: Path | None) -> None:
+    """Faithfulness of explanations on test cases: check pass rates, counterfactual test, examples."""
+    from tqdm.auto import tqdm
+
+    from .evidence import CategoryStats
+    from .explanation import evaluate_explanations
+    from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
+    from .loaders import load_dataset
+    from .split import SplitConfig, make_split
+
+    try:
+        ds = load_dataset(dataset)
+        split = make_split(ds.histories(), SplitConfig(seed=seed))
+        rcfg = LLMRankerConfig(model=llm_model, adapter=adapter, max_valid=max_valid, seed=seed)
+        ranker = LLMCategoryRanker("llm", ds, level or ds.default_level, rcfg)
+        with tqdm(desc="temperature", total=min(max_valid, len(split.valid))) as bar:
+            ranker.fit_events(split.valid, bar.update)
+        stats = CategoryStats.from_sequences(split.train.values(), ds.items, ranker.taxonomy)
+        labelled = [c for c in split.test if ds.items.get(c.target.item_id or "") is not None
+                    and ranker.taxonomy.label_of(ds.items[c.target.item_id or ""]) is not None]
+        with tqdm(desc="explanations", total=min(n_cases, len(labelled))) as bar:
+            res = evaluate_explanations(ranker, labelled, stats, n=n_cases, seed=seed, progress=bar.update)
+    except LlmintError as err:
+        raise _fail(err) from err
+    res = {"dataset": ds.name, "adapter": adapter, "temperature": ranker.temperature, **res}
+    text = json.dumps(res, indent=2, ensure_ascii=False)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        click.echo(str(out), err=True)
+    else:
+        click.echo(text)
+
+
 def main() -> None:
     """Entry point of the `llmint` console script."""
     cli(prog_name="llmint")

@@ -383,10 +383,17 @@ def _norm(s: str) -> str:
 
 
 def check_faithfulness(
-    explanation_text: str, history_positions: Collection[int], category_label: str
+    explanation_text: str,
+    history_positions: Collection[int],
+    category_label: str,
+    *,
+    require_citation: bool = False,
 ) -> Verdict:
     """Check one explanation: every cited [n] is an event shown in the history, and the
-    category label is named (whitespace and case aside).
+    category label is named (whitespace and case aside). With `require_citation`, an
+    explanation that cites no event while the history shows some also fails (a
+    generated explanation must point at evidence; the grounded template may say
+    that no shown event supports the category).
 
     Example:
         >>> check_faithfulness("Next interest: Paper. Evidence: [2] bought pens.", [1, 2], "Paper")
@@ -407,6 +414,8 @@ def check_faithfulness(
             reasons.append(f"cites [{p}], which is not in the history shown ({span})")
     if not category_label or _norm(category_label) not in _norm(explanation_text):
         reasons.append(f"does not name the category {category_label!r}")
+    if require_citation and shown and not cited:
+        reasons.append("cites no event of the history")
     return Verdict(not reasons, tuple(reasons), cited)
 
 

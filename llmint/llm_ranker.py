@@ -132,19 +132,35 @@ class LLMCategoryRanker:
     def _count(self, s: str) -> int:
         return len(self._tok(s, add_special_tokens=False)["input_ids"])
 
-    def prompt_ids(self, history: Sequence[Event]) -> list[int]:
-        """The token ids the model reads for one history (chat template included)."""
-        from .examples import render_prompt
+    def serialize(self, history: Sequence[Event]) -> Any:
+        """The `SerializedHistory` the prompt shows for `history` (which events, with which [n])."""
         from .serialize import serialize_history
 
         self._ensure()
-        ser = serialize_history(
+        return serialize_history(
             list(history), self.dataset.items, self._scfg, clock=self.dataset.clock,
             taxonomy_level=self.taxonomy.level, count_tokens=self._count,
         )
+
+    def prompt_ids(self, history: Sequence[Event], ser: Any = None) -> list[int]:
+        """The token ids the model reads for one history (chat template included)."""
+        from .examples import render_prompt
+
+        ser = self.serialize(history) if ser is None else ser
         r = render_prompt(self._prompt, ser)
         return chat_prompt_ids(self._tok, [{"role": "system", "content": r.system},
                                            {"role": "user", "content": r.user}])
+
+    @property
+    def model(self) -> Any:
+        """The scoring model (with its adapter, if any)."""
+        self._ensure()
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        self._ensure()
+        return self._tok
 
     def logprobs(self, histories: Sequence[Sequence[Event]],
                  progress: Callable[[int], None] | None = None) -> np.ndarray:

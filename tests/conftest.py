@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from llmint import Dataset, Event, Item
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -51,3 +54,42 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory):
     # Session fixtures run before the per-test LLMINT_HOME: name the cache explicitly.
     cache = tmp_path_factory.getbasetemp() / "llmint-home" / "models"
     return load_model("smollm2-135m", dtype=torch.float32, device="cpu", cache_root=cache)
+
+
+# ---------------------------------------------------------------- a small shop with a known structure
+
+CATS = [("Office", "Paper"), ("Office", "Ink"), ("Electronics", "Phones"), ("Electronics", "Cables")]
+TITLES = {
+    "Paper": ["Printer paper 500 sheets", "Sticky notes", "Legal pads"],
+    "Ink": ["Black ink cartridge", "Colour toner", "Ink refill kit"],
+    "Phones": ["Cordless phone", "Desk phone", "Phone headset"],
+    "Cables": ["USB-C cable", "HDMI cable", "Ethernet cable"],
+}
+
+
+def shop(n_users: int = 12, length: int = 6, seed: int = 0) -> Dataset:
+    """Shoppers walk the four categories in a cycle, reviewing now and then."""
+    rng = np.random.default_rng(seed)
+    items = {
+        f"{leaf}{k}": Item(f"{leaf}{k}", title, (top, leaf))
+        for top, leaf in CATS for k, title in enumerate(TITLES[leaf])
+    }
+    events = []
+    for u in range(n_users):
+        c = int(rng.integers(len(CATS)))
+        for t in range(length):
+            leaf = CATS[c][1]
+            iid = f"{leaf}{int(rng.integers(3))}"
+            ts = 1_600_000_000 + 86_400 * (10 * u + t)
+            if t % 3 == 2:
+                events.append(Event(f"u{u}", iid, "review", timestamp=ts, rating=4, text="Works fine."))
+            else:
+                events.append(Event(f"u{u}", iid, "purchase", timestamp=ts))
+            c = (c + 1) % len(CATS)
+    return Dataset("shop", items, events, clock="unix", default_level=2)
+
+
+@pytest.fixture(scope="module")
+def ds():
+    """`shop()`: 12 shoppers cycling through 4 level-2 categories, with reviews."""
+    return shop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmint import Dataset, Event, Item
+from llmint import Dataset, Event
 from llmint.errors import ModelError
 from llmint.evaluate import EvalConfig, evaluate
 from llmint.llm_ranker import LLMCategoryRanker, LLMRankerConfig, chat_prompt_ids, load_adapter
@@ -13,41 +13,6 @@ from llmint.scoring import naive_scores
 from llmint.split import make_split
 
 pytestmark = pytest.mark.real
-
-CATS = [("Office", "Paper"), ("Office", "Ink"), ("Electronics", "Phones"), ("Electronics", "Cables")]
-TITLES = {
-    "Paper": ["Printer paper 500 sheets", "Sticky notes", "Legal pads"],
-    "Ink": ["Black ink cartridge", "Colour toner", "Ink refill kit"],
-    "Phones": ["Cordless phone", "Desk phone", "Phone headset"],
-    "Cables": ["USB-C cable", "HDMI cable", "Ethernet cable"],
-}
-
-
-def shop(n_users: int = 12, length: int = 6, seed: int = 0) -> Dataset:
-    """Shoppers walk the four categories in a cycle, reviewing now and then."""
-    rng = np.random.default_rng(seed)
-    items = {
-        f"{leaf}{k}": Item(f"{leaf}{k}", title, (top, leaf))
-        for top, leaf in CATS for k, title in enumerate(TITLES[leaf])
-    }
-    events = []
-    for u in range(n_users):
-        c = int(rng.integers(len(CATS)))
-        for t in range(length):
-            leaf = CATS[c][1]
-            iid = f"{leaf}{int(rng.integers(3))}"
-            ts = 1_600_000_000 + 86_400 * (10 * u + t)
-            if t % 3 == 2:
-                events.append(Event(f"u{u}", iid, "review", timestamp=ts, rating=4, text="Works fine."))
-            else:
-                events.append(Event(f"u{u}", iid, "purchase", timestamp=ts))
-            c = (c + 1) % len(CATS)
-    return Dataset("shop", items, events, clock="unix", default_level=2)
-
-
-@pytest.fixture(scope="module")
-def ds() -> Dataset:
-    return shop()
 
 
 def test_prompt_is_the_fine_tuning_prompt_and_scores_equal_naive(smollm2, ds) -> None:

@@ -1,0 +1,189 @@
+"""Explanations: generated after the category is chosen, checked, and measured for faithfulness.
+
+The model writes the explanation *conditioned on the chosen category*: its
+input is the prompt, then the category line exactly as fine-tuning taught it
+(`label + "\\n"`), and greedy decoding continues until EOS. Every explanation
+is checked (`llmint.evidence.check_faithfulness`: it cites at least one event,
+every cited [n] is an event shown in the prompt, and the category is named). One that fails is kept for
+the audit trail but not served: the grounded template built from the
+shopper's own events and the training transition statistics is served instead
+(`source="evidence"`), so what a user reads is always checkable.
+
+`counterfactual` measures whether the cited events matter to the model:
+removing them should lower the category's probability much more than removing
+as many other shown events at random.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .evidence import CategoryStats, Verdict, check_faithfulness, explain, select_evidence
+from .schema import Event
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The explanation served for one prediction, and how it was obtained."""
+
+    category: str
+    text: str  # what is served
+    source: str  # "model": the model's text passed the check; "evidence": the grounded template
+    verdict: Verdict  # the check of the served text
+    model_text: str  # what the model generated (kept even when it failed the check)
+    model_verdict: Verdict
+    shown_positions: tuple[int, ...]  # the [n] numbers the prompt showed
+
+    @property
+    def cited(self) -> tuple[int, ...]:
+        return self.verdict.cited
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def generate_text(model: Any, tokenizer: Any, prompt_ids: Sequence[int], label: str, *,
+                  max_new_tokens: int = 64) -> str:
+    """Greedy continuation of `prompt + label + "\\n"` up to EOS or `max_new_tokens`, decoded."""
+    import torch
+
+    from .scoring import _device
+
+    head = list(prompt_ids) + list(tokenizer(label + "\n", add_special_tokens=False)["input_ids"])
+    device = _device(model)
+    ids = torch.tensor([head], device=device)
+    eos = tokenizer.eos_token_id
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+            do_sample=False, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id or eos,
+        )
+    return tokenizer.decode(out[0, len(head):], skip_special_tokens=True).strip()
+
+
+def explain_prediction(ranker: Any, history: Sequence[Event], label: str, stats: CategoryStats, *,
+                       max_new_tokens: int = 64) -> Explanation:
+    """Generate, check and (if needed) replace the explanation of `label` for `history`.
+
+    `ranker` is a `llmint.llm_ranker.LLMCategoryRanker`; `label` must be one of its
+    taxonomy labels; `stats` are training-split category statistics (for the fallback).
+    """
+    if label not in ranker.taxonomy:
+        raise ValueError(f"{label!r} is not a label of the taxonomy at level {ranker.taxonomy.level}")
+    ser = ranker.serialize(history)
+    ids = ranker.prompt_ids(history, ser)
+    model_text = generate_text(ranker.model, ranker.tokenizer, ids, label, max_new_tokens=max_new_tokens)
+    model_verdict = check_faithfulness(model_text, ser.positions, label, require_citation=True)
+    if model_verdict.ok:
+        text, source, verdict = model_text, "model", model_verdict
+    else:
+        ev = select_evidence(ser.events, ser.positions, ranker.dataset.items, ranker.taxonomy, label, stats)
+        text = explain(ev)
+        source, verdict = "evidence", check_faithfulness(text, ser.positions, label)
+    return Explanation(label, text, source, verdict, model_text, model_verdict, tuple(ser.positions))
+
+
+def _without(history: Sequence[Event], positions: set[int]) -> list[Event]:
+    """`history` minus the events at 1-based `positions` (the prompt's [n] numbers)."""
+    return [e for i, e in enumerate(history, start=1) if i not in positions]
+
+
+def counterfactual(ranker: Any, histories: Sequence[Sequence[Event]], explanations: Sequence[Explanation], *,
+                   seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
+    """Drop in p(category) when the cited events are removed vs as many random other shown events.
+
+    Cases whose explanation cites nothing, or whose prompt shows too few
+    uncited events to draw a random set of the same size, are counted and
+    skipped. Returns means, the share of cases where the cited drop is larger,
+    and a paired bootstrap CI of (cited drop - random drop).
+    """
+    from .bootstrap import paired_bootstrap
+
+    rng = np.random.default_rng(seed)
+    full, cited_h, rand_h, idx = [], [], [], []
+    skipped = {"cites nothing": 0, "too few other events": 0}
+    for h, ex in zip(histories, explanations, strict=True):
+        cited = {p for p in ex.cited if 1 <= p <= len(h)}
+        if not cited:
+            skipped["cites nothing"] += 1
+            continue
+        others = [p for p in ex.shown_positions if p not in cited]
+        if len(others) < len(cited):
+            skipped["too few other events"] += 1
+            continue
+        rand = {int(p) for p in rng.choice(others, size=len(cited), replace=False)}
+        full.append(list(h))
+        cited_h.append(_without(h, cited))
+        rand_h.append(_without(h, rand))
+        idx.append(ranker.taxonomy.index(ex.category))
+    out: dict[str, Any] = {"n": len(idx), "skipped": skipped}
+    if not idx:
+        return out
+    rows = np.arange(len(idx))
+    p0 = ranker.predict_events(full)[rows, idx].astype(np.float64)
+    pc = ranker.predict_events(cited_h)[rows, idx].astype(np.float64)
+    pr = ranker.predict_events(rand_h)[rows, idx].astype(np.float64)
+    drop_c, drop_r = p0 - pc, p0 - pr
+    out.update({
+        "mean_p": float(p0.mean()),
+        "mean_drop_cited": float(drop_c.mean()),
+        "mean_drop_random": float(drop_r.mean()),
+        "share_cited_drop_larger": float((drop_c > drop_r).mean()),
+        "difference": paired_bootstrap(drop_c, drop_r, n_boot=n_boot, seed=seed).to_dict(),
+    })
+    return out
+
+
+def evaluate_explanations(ranker: Any, cases: Sequence[Any], stats: CategoryStats, *, n: int = 100,
+                          seed: int = 0, n_boot: int = 1000, n_examples: int = 3,
+                          progress: Any = None) -> dict[str, Any]:
+    """Faithfulness figures on a seeded sample of `n` evaluation cases (`llmint.split.Case`).
+
+    For each case the top category of the calibrated distribution is explained;
+    reports the share of generated explanations that pass the check (and why the
+    others fail), the share of served explanations that pass, the counterfactual
+    test on the served citations, and `n_examples` full examples.
+    """
+    from collections import Counter
+
+    rng = np.random.default_rng(seed)
+    take = sorted(rng.permutation(len(cases))[:n].tolist())
+    hists = [list(cases[i].history) for i in take]
+    probs = ranker.predict_events(hists)
+    labels = ranker.taxonomy.labels
+    exs: list[Explanation] = []
+    for h, row in zip(hists, probs, strict=True):
+        exs.append(explain_prediction(ranker, h, labels[int(row.argmax())], stats))
+        if progress:
+            progress(1)
+    reasons: Counter[str] = Counter()
+    for ex in exs:
+        for r in ex.model_verdict.reasons:
+            reasons[r.split(",")[0] if r.startswith("cites [") else r.split(" '")[0]] += 1
+    examples = []
+    for k in range(min(n_examples, len(exs))):
+        ser = ranker.serialize(hists[k])
+        top = np.argsort(-probs[k])[:3]
+        examples.append({
+            "user_id": cases[take[k]].user_id,
+            "history_shown": ser.text,
+            "top3": [{"category": labels[j], "p": round(float(probs[k, j]), 4)} for j in top],
+            "explanation": exs[k].text, "source": exs[k].source, "model_text": exs[k].model_text,
+            "truth": cases[take[k]].target.item_id,
+        })
+    return {
+        "n": len(exs),
+        "model_pass_rate": float(np.mean([ex.model_verdict.ok for ex in exs])) if exs else None,
+        "model_fail_reasons": dict(reasons.most_common()),
+        "served_pass_rate": float(np.mean([ex.verdict.ok for ex in exs])) if exs else None,
+        "served_from_model": float(np.mean([ex.source == "model" for ex in exs])) if exs else None,
+        "counterfactual": counterfactual(ranker, hists, exs, seed=seed, n_boot=n_boot),
+        "examples": examples,
+    }
+
+
+__all__ = ["Explanation", "counterfactual", "evaluate_explanations", "explain_prediction", "generate_text"]

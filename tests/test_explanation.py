@@ -1,0 +1,78 @@
+"""Explanations on the real bundled SmolLM2: conditioned on the category, checked, fallback, counterfactual."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmint.evidence import CategoryStats, check_faithfulness
+from llmint.explanation import Explanation, counterfactual, evaluate_explanations, explain_prediction
+from llmint.llm_ranker import LLMCategoryRanker
+from llmint.split import make_split
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def setup(smollm2, ds):
+    split = make_split(ds.histories())
+    r = LLMCategoryRanker("llm", ds, 2, loaded=smollm2)
+    stats = CategoryStats.from_sequences(split.train.values(), ds.items, r.taxonomy)
+    return r, split, stats
+
+
+def test_served_explanation_always_passes_the_check(setup) -> None:
+    r, split, stats = setup
+    case = split.test[0]
+    for label in r.taxonomy.labels[:2]:
+        ex = explain_prediction(r, case.history, label, stats, max_new_tokens=24)
+        assert ex.category == label and ex.shown_positions == tuple(range(1, len(case.history) + 1))
+        assert ex.model_text  # the model's own text is kept for the audit trail
+        if ex.source == "model":
+            assert ex.model_verdict.ok and ex.text == ex.model_text
+        else:
+            assert ex.source == "evidence" and not ex.model_verdict.ok and ex.text != ex.model_text
+            assert ex.text.startswith(f"Next interest: {label}.")
+        assert ex.verdict.ok and check_faithfulness(ex.text, ex.shown_positions, label).ok
+    with pytest.raises(ValueError, match="not a label"):
+        explain_prediction(r, case.history, "Weapons > Guns", stats)
+
+
+def test_generated_text_must_cite_an_event() -> None:
+    assert check_faithfulness("The shopper likes Paper.", [1, 2], "Paper").ok
+    v = check_faithfulness("The shopper likes Paper.", [1, 2], "Paper", require_citation=True)
+    assert not v.ok and v.reasons == ("cites no event of the history",)
+    assert check_faithfulness("Paper, see [2].", [1, 2], "Paper", require_citation=True).ok
+    assert check_faithfulness("Paper.", [], "Paper", require_citation=True).ok  # nothing to cite
+
+
+def _ex(label: str, cited: tuple[int, ...], shown: tuple[int, ...]) -> Explanation:
+    v = check_faithfulness(f"{label} " + " ".join(f"[{p}]" for p in cited), shown, label)
+    return Explanation(label, "", "model", v, "", v, shown)
+
+
+def test_counterfactual_removes_the_cited_events(setup) -> None:
+    r, split, _ = setup
+    h = list(split.test[1].history)
+    label = r.taxonomy.labels[0]
+    shown = tuple(range(1, len(h) + 1))
+    res = counterfactual(r, [h, h, h[:1]], [_ex(label, (len(h),), shown), _ex(label, (), shown),
+                                         _ex(label, (1,), (1,))], n_boot=50)
+    assert res["n"] == 1 and res["skipped"] == {"cites nothing": 1, "too few other events": 1}
+    j = r.taxonomy.index(label)
+    p = r.predict_events([h, h[:-1]])[:, j]
+    assert res["mean_drop_cited"] == pytest.approx(float(p[0] - p[1]), abs=1e-6)
+    assert res["share_cited_drop_larger"] in (0.0, 1.0)
+    assert {"diff", "low", "high", "p_value"} <= set(res["difference"])
+
+
+def test_evaluate_explanations_reports_rates_and_examples(setup) -> None:
+    r, split, stats = setup
+    res = evaluate_explanations(r, split.test, stats, n=3, n_boot=50, n_examples=2)
+    assert res["n"] == 3 and 0.0 <= res["model_pass_rate"] <= 1.0
+    assert res["served_pass_rate"] == 1.0
+    assert len(res["examples"]) == 2
+    ex = res["examples"][0]
+    assert ex["history_shown"].startswith("History (llmint-history/")
+    assert len(ex["top3"]) == 3 and sum(t["p"] for t in ex["top3"]) <= 1.0 + 1e-6
+    assert np.isfinite(res["counterfactual"]["n"])
