@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmint import Dataset, Event
+from llmint import Event
 from llmint.errors import ModelError
 from llmint.evaluate import EvalConfig, evaluate
 from llmint.llm_ranker import LLMCategoryRanker, LLMRankerConfig, chat_prompt_ids, load_adapter
