@@ -149,6 +149,33 @@ def explain_eval(dataset: str, level: int | None, llm_model: str | None, adapter
         click.echo(text)
 
 
+@cli.command("bench-scoring")
+@click.option("--dataset", default="office", show_default=True, help="Dataset whose test shoppers are scored.")
+@click.option("--level", type=int, default=None, help="Category level (default: the dataset's).")
+@click.option("--model", "llm_model", default=None, help="LLM (default: smollm2-135m).")
+@click.option("--adapter", default=None, type=click.Path(exists=True, file_okay=False), help="peft adapter folder.")
+@click.option("--n-shoppers", type=int, default=8, show_default=True, help="Shoppers timed per method.")
+@click.option("--batch", type=int, default=8, show_default=True, help="Shoppers per pass in the batched run.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--dtype", default="float32", show_default=True, help="float32, bfloat16 or float16.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs/bench/scoring.json"),
+              show_default=True, help="JSON result.")
+def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapter: str | None, n_shoppers: int,
+                  batch: int, device: str, dtype: str, out: Path) -> None:
+    """Per-shopper latency of category scoring: naive vs KV reuse (flat, trie, batched), same run."""
+    from .bench_scoring import BenchScoringConfig, format_table, run, write
+
+    try:
+        cfg = BenchScoringConfig(dataset=dataset, level=level, model=llm_model, adapter=adapter,
+                                 n_shoppers=n_shoppers, batch=batch, device=device, dtype=dtype)
+        res = run(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
+    except LlmintError as err:
+        raise _fail(err) from err
+    write(res, out)
+    click.echo(format_table(res))
+    click.echo(str(out), err=True)
+
+
 def main() -> None:
     """Entry point of the `llmint` console script."""
     cli(prog_name="llmint")
