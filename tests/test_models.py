@@ -178,8 +178,8 @@ def test_tampered_file_raises_integrity_error(tmp_path):
     with pytest.raises(IntegrityError, match="expected " + good.sha256):
         verify_gguf(good)
     with pytest.raises(IntegrityError):
-        load_model(good)  # checked before anything is converted or loaded
-    assert not (Path(models.home()) / "models").exists()
+        load_model(good, cache_root=tmp_path / "cache")  # checked before anything is converted
+    assert not (tmp_path / "cache").exists()
 
 
 def test_split_package_parts_are_hashed_in_order(tmp_path, monkeypatch):
