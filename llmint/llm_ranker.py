@@ -79,6 +79,25 @@ def load_adapter(model: Any, adapter: str) -> Any:
     return m
 
 
+def adapter_train_config(adapter: str) -> dict[str, Any]:
+    """The `train_config.json` written beside an adapter by finetune (empty dict if none)."""
+    import json
+    from pathlib import Path
+
+    from .errors import ModelError
+
+    path = Path(adapter) / "train_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path}: unreadable training config ({e})") from e
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    return data
+
+
 class LLMCategoryRanker:
     """Next-category distribution from an LLM (zero-shot or with a LoRA adapter).
 
@@ -122,8 +141,18 @@ class LLMCategoryRanker:
             model = load_adapter(copy.deepcopy(model) if shared else model, self.cfg.adapter)
         self._model = model
         self._tok = tok
-        self._prompt = load_prompt(self.cfg.prompt)
-        self._scfg = SerializeConfig(**self.cfg.serialize)
+        prompt, serialize = self.cfg.prompt, dict(self.cfg.serialize)
+        trained = adapter_train_config(self.cfg.adapter) if self.cfg.adapter else {}
+        if trained:  # score with the prompt and serialisation the adapter was trained on
+            prompt = trained.get("prompt", prompt)
+            serialize = {**trained.get("serialize", {}), **serialize}
+            if trained.get("level") not in (None, self.taxonomy.level):
+                logger.warning(
+                    "%s: adapter trained for level %s, scoring level %s",
+                    self.name, trained.get("level"), self.taxonomy.level,
+                )
+        self._prompt = load_prompt(prompt)
+        self._scfg = SerializeConfig(**serialize)
         self._scorer = CategoryScorer(
             model, tok, self.taxonomy.labels, label_prefix="", terminator="\n",
             mode=self.cfg.mode, batch_size=self.cfg.batch_size,

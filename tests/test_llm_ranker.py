@@ -81,6 +81,14 @@ def test_adapter_changes_scores_and_leaves_the_lent_model_alone(smollm2, ds, tmp
     assert np.array_equal(base.logprobs(hist), before)  # the shared base model was not modified
     with pytest.raises(ModelError, match="not a peft adapter"):
         load_adapter(smollm2.model, str(tmp_path))
+    # the adapter's own training config decides how histories are shown to it
+    (tmp_path / "adapter" / "train_config.json").write_text('{"serialize": {"max_events": 1}}')
+    trained = LLMCategoryRanker("llm+x", ds, 2, LLMRankerConfig(adapter=str(tmp_path / "adapter")), loaded=smollm2)
+    assert len(tuned.serialize(hist[0]).events) == 4 and len(trained.serialize(hist[0]).events) == 1
+    (tmp_path / "adapter" / "train_config.json").write_text("[not json")
+    with pytest.raises(ModelError, match="unreadable training config"):
+        LLMCategoryRanker("llm+y", ds, 2, LLMRankerConfig(adapter=str(tmp_path / "adapter")),
+                          loaded=smollm2).serialize(hist[0])
 
 
 def test_harness_scores_the_llm_beside_the_baselines(ds, tmp_path) -> None:
