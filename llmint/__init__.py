@@ -11,6 +11,21 @@ from .taxonomy import Taxonomy
 
 __version__ = "0.1.0"
 
+_LAZY = {  # loaded on first use, so `import llmint` stays light
+    "InterestService": ".service",
+    "Prediction": ".service_config",
+    "ServiceConfig": ".service_config",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "ACTIONS",
     "Case",
@@ -19,10 +34,13 @@ __all__ = [
     "Event",
     "HistoryError",
     "IntegrityError",
+    "InterestService",
     "Item",
     "LlmintError",
     "LoadReport",
     "ModelError",
+    "Prediction",
+    "ServiceConfig",
     "Split",
     "SplitConfig",
     "Taxonomy",

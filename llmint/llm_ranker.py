@@ -191,6 +191,18 @@ class LLMCategoryRanker:
         self._ensure()
         return self._tok
 
+    @property
+    def prompt_template(self) -> Any:
+        """The `PromptTemplate` in use (the adapter's training prompt when it names one)."""
+        self._ensure()
+        return self._prompt
+
+    @property
+    def serialize_config(self) -> Any:
+        """The `SerializeConfig` in use (the adapter's training serialisation, then overrides)."""
+        self._ensure()
+        return self._scfg
+
     def logprobs(self, histories: Sequence[Sequence[Event]],
                  progress: Callable[[int], None] | None = None) -> np.ndarray:
         """log p(label + newline | prompt), float64 (n, n_labels), in batches of 64 prompts."""
