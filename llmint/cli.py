@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from .cli_service import COMMANDS
 from .errors import LlmintError
 
 
@@ -174,6 +175,10 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
     write(res, out)
     click.echo(format_table(res))
     click.echo(str(out), err=True)
+
+
+for _command in COMMANDS:  # predict, observe, audit (llmint/cli_service.py)
+    cli.add_command(_command)
 
 
 def main() -> None:
