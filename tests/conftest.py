@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +95,18 @@ def shop(n_users: int = 12, length: int = 6, seed: int = 0) -> Dataset:
 def ds():
     """`shop()`: 12 shoppers cycling through 4 level-2 categories, with reviews."""
     return shop()
+
+
+AUDIT_T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+class StepClock:
+    """An audit-log clock: each call returns one minute later than the previous one, from AUDIT_T0."""
+
+    def __init__(self) -> None:
+        self.n, self.lock = 0, threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self.lock:
+            self.n += 1
+            return AUDIT_T0 + timedelta(minutes=self.n - 1)

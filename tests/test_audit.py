@@ -10,10 +10,11 @@ import math
 import re
 import sqlite3
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import AUDIT_T0, StepClock
 
 from llmint.audit import (
     SCHEMA_VERSION,
@@ -26,19 +27,10 @@ from llmint.audit import (
 from llmint.errors import LlmintError, UnknownIdError
 
 SHA_M, SHA_A, SHA_P = "a" * 64, "b" * 64, "c" * 64
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+T0 = AUDIT_T0
 
 
-class Clock:
-    """Each call returns one minute later than the previous one, from T0 (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.n, self.lock = 0, threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self.lock:
-            self.n += 1
-            return T0 + timedelta(minutes=self.n - 1)
+Clock = StepClock
 
 
 def record(**kw) -> AuditRecord:

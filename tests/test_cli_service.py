@@ -5,32 +5,21 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import CATS, shop
+from conftest import AUDIT_T0, CATS, StepClock, shop
 
 from llmint.audit import AuditLog, AuditRecord
 from llmint.cli import cli
 
 SHA = "a" * 64
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+T0 = AUDIT_T0
 
 
-class Clock:
-    """Each call returns one minute later than the previous one, from T0."""
-
-    def __init__(self) -> None:
-        self.n, self.lock = 0, threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self.lock:
-            self.n += 1
-            return T0 + timedelta(minutes=self.n - 1)
+Clock = StepClock
 
 
 def record(user: str, category: str, faithful: bool | None, latency: float) -> AuditRecord:
