@@ -181,6 +181,8 @@ class InterestService:
         self.adapter_id = cfg.adapter
         self.adapter_sha256 = adapter_sha256(cfg.adapter) if cfg.adapter else None
         self.labels_sha256 = _sha256_text("\n".join(self.taxonomy.labels))
+        # a template built in code has no file hash: hash its text, once, so replay can compare it
+        self.prompt_sha256 = self.prompt.sha256 or _sha256_text(self.prompt.system + "\n" + self.prompt.user)
         self._model_lock = threading.Lock()  # tokeniser + model: one caller at a time
         self._index_lock = threading.Lock()
         self._users_lock = threading.Lock()
@@ -466,7 +468,7 @@ class InterestService:
             user_id=req.user_id, input_text=out["ser"].text, model_id=self.model_id,
             model_sha256=self.model_sha256, adapter_id=self.adapter_id, adapter_sha256=self.adapter_sha256,
             prompt_name=self.prompt.name, prompt_version=self.prompt.version,
-            prompt_sha256=self.prompt.sha256 or _sha256_text(self.prompt.system + "\n" + self.prompt.user),
+            prompt_sha256=self.prompt_sha256,
             decoding=self._decoding(s), output=self._output(req, out, s), top_category=out["label"],
             faithful=None if ex is None else bool(ex["ok"]),
             latency_ms=(t_audit - t0) * 1000, cold_start=bool(out["cold"]),
@@ -593,7 +595,7 @@ class InterestService:
         for name, old, new in (
             ("model_sha256", row.model_sha256, self.model_sha256),
             ("adapter_sha256", row.adapter_sha256, self.adapter_sha256),
-            ("prompt_sha256", row.prompt_sha256, self.prompt.sha256 or row.prompt_sha256),
+            ("prompt_sha256", row.prompt_sha256, self.prompt_sha256),
             ("history_format", dec.get("history_format"), HISTORY_FORMAT),
             ("labels_sha256", dec.get("labels_sha256"), self.labels_sha256),
         ):
