@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from .cli_analyze import COMMANDS as ANALYZE_COMMANDS
 from .cli_service import COMMANDS
 from .errors import LlmintError
 
@@ -178,6 +179,8 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
 
 
 for _command in COMMANDS:  # predict, observe, audit (llmint/cli_service.py)
+    cli.add_command(_command)
+for _command in ANALYZE_COMMANDS:  # analyze shopper|migration|trends|churn (llmint/cli_analyze.py)
     cli.add_command(_command)
 
 

@@ -62,6 +62,8 @@ class EvalConfig:
     llm_max_valid: int = 200  # validation cases for the LLM's temperature
     llm_batch_size: int = 4
     out_dir: str = "reports"
+    fairness: bool = True  # add the fairness breakdown (activity, target popularity, demographics)
+    fairness_attributes: tuple[str, ...] = ("gender", "age_bucket")  # user attributes used when present
 
     def __post_init__(self) -> None:
         bad = [t for t in self.tasks if t not in TASKS]
@@ -383,6 +385,9 @@ def evaluate_task(
     slices = {"test": _summarise(per_case, probs, targets, all_mask, cfg, with_class)}
     if view.cold.any():
         slices["cold_start"] = _summarise(per_case, probs, targets, view.cold, cfg, with_class)
+    extra: dict[str, Any] = {}
+    if cfg.fairness and len(targets):
+        extra["fairness"] = fairness_section(per_case, probs, targets, view, dataset, split, cfg, with_class)
     return {
         "level": level if task == "category" else None,
         "n_labels": n_classes,
@@ -392,7 +397,32 @@ def evaluate_task(
         "timings": timings,
         "notes": notes,
         "slices": slices,
+        **extra,
     }
+
+
+def fairness_section(
+    per_case: dict[str, dict[str, np.ndarray]], probs: dict[str, np.ndarray | None], targets: np.ndarray,
+    view: TokenView, dataset: Dataset, split: Split, cfg: EvalConfig, with_class: bool,
+) -> dict[str, Any]:
+    """Every metric per shopper-activity bucket, target-popularity bucket and user attribute, with gaps.
+
+    Returns {"groups_info": {...}, "dimensions": {dim: {"groups": {group: slice summary},
+    "gaps": {system: {metric: {"best", "best_mean", "worst", "worst_mean", "gap"}}}}}}.
+    """
+    from .analysis.fairness import FairnessConfig, gaps, group_masks
+
+    fcfg = FairnessConfig(cold_max=split.config.cold_start_max, attributes=cfg.fairness_attributes)
+    lengths = [len(c.history) for c in view.test_cases] if view.test_cases else [len(h) for h in view.test_hist]
+    dims, info = group_masks(lengths, targets, view.train, len(view.labels), view.test_users, dataset.users, fcfg)
+    metrics = list(RANK_METRICS) + (list(CLASS_METRICS) if with_class else [])
+    out: dict[str, Any] = {"groups_info": info, "dimensions": {}}
+    for dim, groups in dims.items():
+        summ = {g: _summarise(per_case, probs, targets, m, cfg, with_class)
+                for g, m in groups.items() if m.sum() >= fcfg.min_group}
+        small = {g: int(m.sum()) for g, m in groups.items() if m.sum() < fcfg.min_group}
+        out["dimensions"][dim] = {"groups": summ, "gaps": gaps(summ, metrics), "too_small": small}
+    return out
 
 
 def _versions() -> dict[str, str]:

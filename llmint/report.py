@@ -8,7 +8,10 @@ The report's shape:
                       "slices": {slice: {
                           "n": int,
                           "systems": {system: {metric: {"mean", "low", "high"}}},
-                          "paired": {"a - b": {metric: {"diff", "low", "high", "p_value"}}}}}}
+                          "paired": {"a - b": {metric: {"diff", "low", "high", "p_value"}}}}},
+                      "fairness": {"groups_info": {...}, "dimensions": {dim: {
+                          "groups": {group: <slice>}, "gaps": {system: {metric: {"best", "worst", "gap"...}}},
+                          "too_small": {group: n}}}}  (optional)}
                | {"not_run": reason}}}
 
 `render_markdown` is pure (string in, string out). `write_report` does the
@@ -187,7 +190,50 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             )
             out += ["", f"Timings (s): {times}."]
         out += _notes(sec.get("notes") or {})
+        out += _fairness(sec.get("fairness") or {})
     return "\n".join(out) + "\n"
+
+
+FAIRNESS_METRICS = ("hit@1", "ndcg@10")
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.3f}" if _finite(x) else "n/a"
+
+
+def _fairness(fair: Mapping[str, Any]) -> list[str]:
+    """Per dimension: rows = groups (with n), columns = systems, cells = hit@1 / ndcg@10 means,
+    then the gap (best group - worst group) per system."""
+    dims = fair.get("dimensions") or {}
+    if not dims:
+        return []
+    info = fair.get("groups_info") or {}
+    out = ["", "### fairness", "",
+           f"Cells are `{' / '.join(FAIRNESS_METRICS)}` means per group (CIs in the JSON). Activity: cold = at "
+           f"most {info.get('cold_max', '?')} prior events, heavy = at least {info.get('heavy_min', '?')}; "
+           f"popularity: head = the {info.get('n_head_tokens', '?')} most frequent training targets covering "
+           f"{info.get('head_share', '?')} of training events. Gap = best group - worst group."]
+    for dim, d in dims.items():
+        groups = d.get("groups") or {}
+        if not groups:
+            continue
+        systems = list(dict.fromkeys(s for g in groups.values() for s in (g.get("systems") or {})))
+        out += ["", f"#### by {dim}", "", "| group | n | " + " | ".join(_esc(s) for s in systems) + " |",
+                "|---|---:|" + "---:|" * len(systems)]
+        for g, sl in groups.items():
+            cells = []
+            for s in systems:
+                row = (sl.get("systems") or {}).get(s) or {}
+                cells.append(" / ".join(_fmt((row.get(m) or {}).get("mean")) for m in FAIRNESS_METRICS))
+            out.append(f"| {_esc(g)} | {sl.get('n', '?')} | " + " | ".join(cells) + " |")
+        gap = d.get("gaps") or {}
+        cells = [" / ".join(_fmt(((gap.get(s) or {}).get(m) or {}).get("gap")) for m in FAIRNESS_METRICS)
+                 for s in systems]
+        out.append("| **gap** | | " + " | ".join(cells) + " |")
+        if d.get("too_small"):
+            out += ["", "Too small to summarise: " + ", ".join(f"{_esc(g)} (n = {n})"
+                                                             for g, n in d["too_small"].items()) + "."]
+    return out
 
 
 def _notes(notes: Mapping[str, Any]) -> list[str]:
