@@ -264,7 +264,9 @@ def _plain(obj: Any, where: str) -> Any:
         return {str(k): _plain(v, f"{where}.{k}") for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, (str, bool, int)) or obj is None:
+    if isinstance(obj, str):
+        return _encodable(obj)
+    if isinstance(obj, (bool, int)) or obj is None:
         return obj
     if isinstance(obj, float):
         if not math.isfinite(obj):
@@ -273,6 +275,15 @@ def _plain(obj: Any, where: str) -> Any:
     if hasattr(obj, "tolist"):  # numpy scalar or array
         return _plain(obj.tolist(), where)
     raise AuditError(f"{where} has a {type(obj).__name__}, which JSON cannot store")
+
+
+def _encodable(text: str) -> str:
+    """`text` with lone surrogates (which SQLite cannot store as UTF-8) replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+    return text
 
 
 def _dumps(obj: Any) -> str:
@@ -451,12 +462,13 @@ class AuditLog:
     def append(self, record: AuditRecord) -> str:
         """Store one served prediction (redacted) in one transaction; return its new audit_id."""
         _validate(record)
-        text = redact(record.input_text)
+        text = redact(_encodable(record.input_text))
         decoding = _plain(record.decoding, "decoding")
         output = _map_explanations(_plain(record.output, "output"), redact)
         audit_id = uuid.uuid4().hex
         row = [
-            audit_id, "", record.user_id, text, _sha256(text), record.model_id, record.model_sha256,
+            audit_id, "", None if record.user_id is None else _encodable(record.user_id), text, _sha256(text),
+            record.model_id, record.model_sha256,
             record.adapter_id, record.adapter_sha256, record.prompt_name, record.prompt_version,
             record.prompt_sha256, _dumps(decoding), _dumps(output), record.top_category,
             None if record.faithful is None else int(record.faithful), float(record.latency_ms),

@@ -294,7 +294,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 @click.group()
 def audit() -> None:
-    """Review the audit log of served predictions: list, show, replay, flag, approve, export, summary."""
+    """Review the audit log of served predictions: list, show, replay, flag, approve, export, summary, forget."""
 
 
 @audit.command("list")
@@ -392,6 +392,27 @@ def audit_summary(audit_path: Path | None, **kw: Any) -> None:
     with _errors(), _open_audit(audit_path) as log:
         out = log.summary(**filters)
     _echo_json(out)
+
+
+@audit.command("forget")
+@click.argument("user_id")
+@_audit_option
+def audit_forget(user_id: str, audit_path: Path | None) -> None:
+    """Delete a shopper from the audit log (right to erasure); print how many rows were erased.
+
+    Every row of USER_ID keeps its provenance, category and verdict, but its input
+    text, explanation and event texts become "[erased]" and its user id is cleared
+    (`AuditLog.redact_user`); running it again erases nothing more. A running
+    service also holds the shopper's history in memory: call
+    `InterestService.forget(USER_ID)` there. Files already exported from the log,
+    reviewers' notes and the source data files are not changed.
+    """
+    if not user_id.strip():
+        raise CliError("USER_ID is empty; expected the shopper's id")
+    with _errors(), _open_audit(audit_path) as log:
+        n = log.redact_user(user_id)
+        left = log.count(user_id=user_id)
+    _echo_json({"user_id": user_id, "audit_rows_erased": n, "rows_left_with_user_id": left})
 
 
 COMMANDS = (predict, observe, audit)

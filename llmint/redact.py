@@ -22,14 +22,17 @@ Rules, in the order they claim text (an earlier kind wins an overlap):
   ("123 Main Street", "42 Elm Ave.", "221B Baker St", "123 5th Avenue"), or an
   all-lowercase one right after an address word ("I live at 12 oak lane").
 
-Callers that can, should NFKC-normalise and strip zero-width characters
-first (the serialiser does, and then redacts twice). Pure functions; no I/O.
+`redact` also looks through look-alike characters (NFKC forms, zero-width and
+bidi characters, Unicode dashes and spaces); `find_pii` reports spans of the
+text exactly as given. The serialiser normalises first and then redacts twice. Pure functions; no I/O.
 This module knows nothing about events, prompts or models.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from functools import lru_cache
 
 PII_KINDS: tuple[str, ...] = ("email", "card", "phone", "address")
 """The kinds `find_pii` reports, in the order they claim text; `redact` writes `[kind]`."""
@@ -175,15 +178,53 @@ def find_pii(text: str) -> list[tuple[str, tuple[int, int]]]:
     return sorted(found, key=lambda f: f[1][0])
 
 
+@lru_cache(maxsize=4096)
+def _fold_char(ch: str) -> str:
+    """What one character looks like to the PII patterns: NFKC, invisible characters dropped,
+    any dash as "-" and any space as " " (so "555\u200b\u2011123" reads "555-123")."""
+    cat = unicodedata.category(ch)
+    if cat == "Cf" or "\ufe00" <= ch <= "\ufe0f":  # zero-width, bidi controls, soft hyphen, selectors
+        return ""
+    if cat == "Pd":
+        return "-"
+    if cat == "Zs":
+        return " "
+    return unicodedata.normalize("NFKC", ch)
+
+
+def _folded(text: str) -> tuple[str, list[int]] | None:
+    """(`text` folded char by char, the original index of each folded char); None if nothing changes."""
+    parts = [_fold_char(ch) for ch in text]
+    if all(p == ch for p, ch in zip(parts, text, strict=True)):
+        return None
+    index = [i for i, p in enumerate(parts) for _ in p]
+    return "".join(parts), index
+
+
 def redact(text: str) -> str:
     """`text` with every PII span replaced by its tag, e.g. `[email]`.
+
+    PII hidden by look-alike characters is found too: the patterns run over a
+    folded copy of the text (NFKC, zero-width and bidi characters dropped, every
+    dash and space made ASCII) and each span found there replaces the original
+    characters it came from; the rest of the text is kept as it was.
 
     Example:
         >>> redact("Call 555-123-4567 or write to jo@example.org, 12 Elm Street.")
         'Call [phone] or write to [email], [address].'
+        >>> redact("call 555\u200b-123\u2011""4567 now")
+        'call [phone] now'
     """
+    if not isinstance(text, str):
+        raise TypeError(f"redact expects a str, got {type(text).__name__}")
+    folded = _folded(text)
+    if folded is None:
+        spans = find_pii(text)
+    else:
+        view, index = folded
+        spans = [(kind, (index[s], index[e - 1] + 1)) for kind, (s, e) in find_pii(view)]
     out, last = [], 0
-    for kind, (s, e) in find_pii(text):
+    for kind, (s, e) in spans:
         out.append(text[last:s])
         out.append(f"[{kind}]")
         last = e

@@ -16,13 +16,18 @@ category statistics, embedder and item index, audit log) and then answers:
 - `stream_explanation(...)`: the same prediction, its explanation streamed token
   by token (greedy, in a worker thread); the audit row is written at the end.
 - `replay(audit_id)`: re-run a stored prediction from the events kept in its row.
+- `forget(user_id)`: delete a shopper (right to erasure): their stored history
+  and their audit rows' text; see `ForgetReport`.
 
 Input. An event is an `Event` or a dict with the canonical keys (user_id,
 item_id, action, timestamp, order, rating, text); `bytes` text must be UTF-8.
 Bad input raises: malformed event -> DataError, unknown item -> UnknownIdError,
-a pasted history longer than `max_events_per_history` (or a batch over
-`max_batch`) -> HistoryError, an event text over `max_text_chars` or not
-encodable as UTF-8 -> DataError, an unknown user -> UnknownIdError. A pasted
+a pasted history (or one `observe` call) longer than `max_events_per_history`
+(or a batch over `max_batch`) -> HistoryError, raised before the events are
+checked one by one (so 100k events, or an endless generator, fail at once), an
+event text over `max_text_chars` or not encodable as UTF-8, or a number beyond
+the float range -> DataError, an unknown user -> UnknownIdError. `top_k` and
+`n_products` are clamped to the taxonomy and catalogue sizes. A pasted
 history is sorted chronologically (stable, by timestamp or order); `observe`
 refuses (HistoryError) events older than the shopper's last one. A stored
 history is a rolling window of the newest `max_events_per_history` events.
@@ -66,6 +71,7 @@ from .service_config import (
     ANONYMOUS,
     CategoryScore,
     CitedEvent,
+    ForgetReport,
     Prediction,
     Product,
     ReplayResult,
@@ -99,6 +105,12 @@ class _Settings:
 class _Request:
     user_id: str | None
     events: tuple[Event, ...]
+
+
+def _short(x: Any, limit: int = 80) -> str:
+    """`repr(x)` cut to about `limit` characters, for error messages about caller input."""
+    r = repr(x)
+    return r if len(r) <= limit else r[: limit - 5] + "...'" + f" ({len(x) if isinstance(x, str) else '?'} chars)"
 
 
 def _sha256_text(text: str) -> str:
@@ -242,7 +254,8 @@ class InterestService:
     # ------------------------------------------------------------------ input
 
     def _events(self, events: Any, default_user: str | None) -> list[Event]:
-        return check_events(events, self.items, self.config.max_text_chars, default_user)
+        return check_events(events, self.items, self.config.max_text_chars, default_user,
+                            max_events=self.config.max_events_per_history)
 
     def _request(self, x: Any) -> _Request:
         """A user id (str) or a pasted history (a list of events) -> the events to predict from."""
@@ -251,14 +264,10 @@ class InterestService:
             with self._users_lock:
                 hist = self._histories.get(x)
                 if hist is None:
-                    raise UnknownIdError(f"unknown user {x!r}: no history stored for this shopper "
+                    raise UnknownIdError(f"unknown user {_short(x)}: no history stored for this shopper "
                                          "(pass the events, or observe() them first)")
                 return _Request(x, tuple(hist))
-        evs = self._events(x, None)
-        limit = self.config.max_events_per_history
-        if len(evs) > limit:
-            raise HistoryError(f"the history has {len(evs)} events; the limit is "
-                               f"max_events_per_history={limit} (send the newest {limit})")
+        evs = self._events(x, None)  # HistoryError over max_events_per_history, before checking them all
         users = {e.user_id for e in evs}
         if len(users) > 1:
             raise DataError(f"a pasted history must be one shopper's; it has user ids {sorted(users)[:5]}")
@@ -274,7 +283,9 @@ class InterestService:
         if isinstance(n_products, bool) or not isinstance(n_products, int) or n_products < 0:
             raise ValueError(f"n_products={n_products!r}; expected an int >= 0")
         c = self.config
-        return _Settings(explain, min(top_k, len(self.taxonomy)), n_products, float(self.ranker.temperature),
+        # both are clamped: a huge n_products must not reach the index as k
+        return _Settings(explain, min(top_k, len(self.taxonomy)), min(n_products, len(self.items)),
+                         float(self.ranker.temperature),
                          c.max_new_tokens, c.cold_start_max, float(c.cold_start_strength), c.exclude_seen)
 
     # ------------------------------------------------------------------ live updates
@@ -285,11 +296,12 @@ class InterestService:
         Every event must belong to `user_id` (dicts may omit it), name a known item
         and action, and be no older than the shopper's last stored event (the new
         events themselves are sorted by time, stably). Nothing is appended unless
-        all are valid. The history keeps its newest `max_events_per_history` events.
+        all are valid. The history keeps its newest `max_events_per_history` events;
+        one call may send at most that many (more raise HistoryError, before any check).
         """
         user_id = check_utf8(user_id, "user_id")
         if not isinstance(user_id, str) or not user_id:
-            raise DataError(f"user_id={user_id!r}; expected a non-empty str")
+            raise DataError(f"user_id={_short(user_id)}; expected a non-empty str")
         evs = self._events(events, user_id)
         other = [e.user_id for e in evs if e.user_id != user_id]
         if other:
@@ -304,6 +316,43 @@ class InterestService:
             new = (hist + evs)[-self.config.max_events_per_history:]
             self._histories[user_id] = new
             return len(new)
+
+    def forget(self, user_id: str) -> ForgetReport:
+        """Delete a shopper (right to erasure); return what was removed.
+
+        Removes the shopper's stored history (so `predict(user_id)` raises
+        UnknownIdError afterwards, until new events are observed), drops their
+        events from the service's in-memory dataset, and erases their audit rows
+        with `AuditLog.redact_user` (input text and every explanation or event text
+        become "[erased]", the user_id column is cleared). Idempotent: forgetting an
+        unknown or already forgotten shopper returns zero counts.
+
+        Not covered, by design or because the service cannot reach it: aggregate
+        figures computed at start (category popularity, transition statistics, the
+        item index), audit rows of pasted histories sent without a user id, files
+        already exported from the audit log, and the source data files.
+        """
+        user_id = check_utf8(user_id, "user_id")
+        if not isinstance(user_id, str) or not user_id:
+            raise DataError(f"user_id={_short(user_id)}; expected a non-empty str")
+        with self._users_lock:
+            hist = self._histories.pop(user_id, None)
+            kept = [e for e in self.dataset.events if e.user_id != user_id]
+            n_dataset = len(self.dataset.events) - len(kept)
+            self.dataset.events = kept
+        n_rows = self.audit.redact_user(user_id)
+        logger.info("forgot one shopper: %d stored events, %d audit rows", len(hist or ()), n_rows)
+        return ForgetReport(user_id, hist is not None, max(len(hist or ()), n_dataset), n_rows)
+
+    def user_ids(self) -> list[str]:
+        """The ids of the shoppers with a stored history (loaded or observed), sorted."""
+        with self._users_lock:
+            return sorted(self._histories)
+
+    def check(self, events: Sequence[Event | Mapping[str, Any]]) -> list[Event]:
+        """Checked `Event`s from events or dicts (dicts without a user_id get "anonymous");
+        raises the errors `predict` would, without predicting."""
+        return self._events(events, ANONYMOUS)
 
     def history(self, user_id: str) -> tuple[Event, ...]:
         """The stored history of a shopper, oldest first (UnknownIdError if unknown)."""
@@ -430,6 +479,20 @@ class InterestService:
                                self.taxonomy.label_of(it) if it else None))
         return tuple(out)
 
+    def products(self, history_or_user_id: str | Sequence[Event | Mapping[str, Any]], category: str, *,
+                 n: int = 10, exclude: Sequence[str] = ()) -> tuple[Product, ...]:
+        """Items of `category` nearest the shopper's profile (retrieval only: no model work, no audit row).
+
+        `exclude` leaves out item ids already shown. UnknownIdError for an unknown category.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n={n!r}; expected an int >= 1")
+        self.taxonomy.index(category)  # UnknownIdError names the category
+        req = self._request(history_or_user_id)
+        skip = set(exclude)
+        s = replace(self._settings(False, 1, n + len(skip)), n_products=n + len(skip))
+        return tuple(p for p in self._products(req.events, category, s) if p.item_id not in skip)[:n]
+
     def _decoding(self, s: _Settings) -> dict[str, Any]:
         from .serialize import HISTORY_FORMAT
 
@@ -516,6 +579,8 @@ class InterestService:
 
         out = self._compute([req], replace(s, explain=False))[0]
         label, ser = out["label"], out["ser"]
+        top = np.argsort(-out["p"], kind="stable")[: s.top_k]
+        stream.top = tuple(CategoryScore(self.taxonomy.labels[j], float(out["p"][j])) for j in top)
         t1 = time.perf_counter()
         if not req.events:
             ex = self._prior_explanation(label)
@@ -629,6 +694,7 @@ class ExplanationStream:
 
     def __init__(self) -> None:
         self.prediction: Prediction | None = None
+        self.top: tuple[CategoryScore, ...] = ()  # set before the first chunk: the scored top categories
         self._chunks: Iterator[str] = iter(())
 
     def __iter__(self) -> Iterator[str]:

@@ -11,12 +11,12 @@ loads nothing and knows nothing about models, indexes or SQLite.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, UnknownIdError
+from .errors import DataError, HistoryError, UnknownIdError
 from .schema import Event, Item
 
 SCORER_MODES = ("trie", "flat")
@@ -210,6 +210,22 @@ class ReplayResult:
     input_identical: bool  # the re-serialised input equals the stored input text
 
 
+@dataclass(frozen=True)
+class ForgetReport:
+    """What `InterestService.forget(user_id)` removed (right to erasure).
+
+    `events_removed`: the shopper's events dropped from the service's stored
+    histories and from its in-memory copy of the dataset; `audit_rows_erased`:
+    rows `AuditLog.redact_user` erased now (rows erased earlier are not counted
+    again); `known`: whether the service had a stored history for the shopper.
+    """
+
+    user_id: str
+    known: bool
+    events_removed: int
+    audit_rows_erased: int
+
+
 # ---------------------------------------------------------------- input checks
 
 
@@ -265,6 +281,9 @@ def check_event(x: Any, i: int, items: Mapping[str, Item], max_text_chars: int,
                             "timestamp or order") from None
         except DataError as err:
             raise DataError(f"{where}: {err}") from None
+        except OverflowError:  # an int too large for a float, e.g. timestamp=10**400
+            raise DataError(f"{where}: a number is too large (over the float range); expected unix "
+                            "seconds, an order index and a rating within 0..5") from None
     elif isinstance(x, Event):
         e = x
         for name in ("text", "user_id", "item_id"):
@@ -282,11 +301,25 @@ def check_event(x: Any, i: int, items: Mapping[str, Item], max_text_chars: int,
 
 
 def check_events(events: Any, items: Mapping[str, Item], max_text_chars: int,
-                 default_user: str | None = None) -> list[Event]:
-    """`check_event` over a list of events (numbered from 1 in error messages)."""
-    if isinstance(events, (str, bytes, Mapping, Event)) or not isinstance(events, Iterable):
+                 default_user: str | None = None, max_events: int | None = None) -> list[Event]:
+    """`check_event` over a list of events (numbered from 1 in error messages).
+
+    With `max_events`, more events raise HistoryError before any event is checked
+    (a sized list) or as soon as event `max_events + 1` is read (any other iterable,
+    so an endless generator cannot hang the caller).
+    """
+    if isinstance(events, (str, bytes, bytearray, Mapping, Event)) or not isinstance(events, Iterable):
         raise DataError(f"events is a {type(events).__name__}; expected a list of Event or dicts")
-    return [check_event(x, i, items, max_text_chars, default_user) for i, x in enumerate(events, start=1)]
+    if max_events is not None and isinstance(events, Sized) and len(events) > max_events:
+        raise HistoryError(f"the history has {len(events)} events; the limit is "
+                           f"max_events_per_history={max_events} (send the newest {max_events})")
+    out = []
+    for i, x in enumerate(events, start=1):
+        if max_events is not None and i > max_events:
+            raise HistoryError(f"the history has more than {max_events} events; the limit is "
+                               f"max_events_per_history={max_events} (send the newest {max_events})")
+        out.append(check_event(x, i, items, max_text_chars, default_user))
+    return out
 
 
 __all__ = [
@@ -294,6 +327,7 @@ __all__ = [
     "EVENT_KEYS",
     "CategoryScore",
     "CitedEvent",
+    "ForgetReport",
     "Prediction",
     "Product",
     "ReplayResult",

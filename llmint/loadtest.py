@@ -1,0 +1,171 @@
+"""A bounded load test of `InterestService` in-process: threads as clients, then an audit check.
+
+`python -m llmint.loadtest --clients 50 --seconds 60` builds the service on a dataset
+(MovieLens by default), starts `--clients` threads that each call
+`predict(user_id, explain=False)` on random known shoppers until `--seconds` have
+passed (a request in flight when time is up is finished, and the time it takes to
+drain is reported), then checks the audit log: every served request has exactly one
+row, every row written during the run parses completely, and the SQLite file passes
+`PRAGMA integrity_check`. It prints and writes a JSON report to
+`runs/loadtest/<UTC time>.json`: requests, errors by type, throughput, latency
+p50/p95/p99/max, the audit check and the machine. This module knows nothing about
+HTTP; torch is imported inside `main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m llmint.loadtest", description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", type=int, default=50, help="client threads (default 50)")
+    p.add_argument("--seconds", type=float, default=60.0, help="how long clients send requests (default 60)")
+    p.add_argument("--dataset", default="movielens", help="dataset name or events file (default movielens)")
+    p.add_argument("--n-products", type=int, default=5, help="products per prediction (default 5)")
+    p.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the clients' user choices")
+    p.add_argument("--out", type=Path, default=Path("runs/loadtest"), help="report folder")
+    return p
+
+
+def _check_args(a: argparse.Namespace) -> None:
+    if a.clients < 1:
+        raise ValueError(f"--clients {a.clients}; expected an int >= 1")
+    if not (a.seconds > 0 and np.isfinite(a.seconds)):
+        raise ValueError(f"--seconds {a.seconds}; expected a number > 0")
+    if a.n_products < 0 or a.torch_threads < 1:
+        raise ValueError("--n-products must be >= 0 and --torch-threads >= 1")
+
+
+def run_load(svc: Any, clients: int, seconds: float, *, n_products: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Hammer `svc` with `clients` threads for `seconds`; return the figures and the audit check."""
+    users = sorted(svc._histories)
+    if not users:
+        raise ValueError("the service has no stored shoppers to predict for")
+    before = svc.audit.count()
+    lock = threading.Lock()
+    done: list[tuple[float, str]] = []  # (latency s, audit_id)
+    errors: Counter[str] = Counter()
+    error_examples: list[str] = []
+    start = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+
+    def client(k: int) -> None:
+        rng = np.random.default_rng([seed, k])
+        start.wait()
+        while time.perf_counter() < stop_at[0]:
+            uid = users[int(rng.integers(len(users)))]
+            t0 = time.perf_counter()
+            try:
+                p = svc.predict(uid, explain=False, n_products=n_products)
+            except Exception as e:  # noqa: BLE001 - every failure is counted and reported
+                with lock:
+                    errors[type(e).__name__] += 1
+                    if len(error_examples) < 5:
+                        error_examples.append(f"{type(e).__name__}: {e}")
+                continue
+            with lock:
+                done.append((time.perf_counter() - t0, p.audit_id))
+
+    threads = [threading.Thread(target=client, args=(k,), name=f"loadtest-{k}", daemon=True)
+               for k in range(clients)]
+    for t in threads:
+        t.start()
+    t_start = time.perf_counter()
+    stop_at[0] = t_start + seconds
+    start.wait()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t_start
+    lat = np.array([d[0] for d in done]) * 1000
+    audit = check_audit(svc, [d[1] for d in done], before)
+    q = (lambda x: round(float(np.percentile(lat, x)), 1)) if len(lat) else (lambda x: None)
+    return {
+        "clients": clients, "seconds": seconds, "wall_s": round(wall, 2),
+        "drain_s": round(max(0.0, wall - seconds), 2), "requests": len(done) + sum(errors.values()),
+        "ok": len(done), "errors": dict(errors), "error_examples": error_examples,
+        "throughput_per_s": round(len(done) / wall, 3) if wall > 0 else None,
+        "latency_ms": {"p50": q(50), "p95": q(95), "p99": q(99),
+                       "max": round(float(lat.max()), 1) if len(lat) else None,
+                       "mean": round(float(lat.mean()), 1) if len(lat) else None},
+        "audit": audit,
+    }
+
+
+def check_audit(svc: Any, audit_ids: list[str], rows_before: int) -> dict[str, Any]:
+    """Exactly one row per served request, each parsing completely; the file's integrity."""
+    from .audit import AuditError
+
+    n_rows = svc.audit.count() - rows_before
+    corrupt = 0
+    for audit_id in audit_ids:
+        try:
+            row = svc.audit.get(audit_id)
+            ok = (row.top_category in row.output["labels"] and len(row.output["distribution"]) == len(
+                row.output["labels"]) and abs(sum(row.output["distribution"]) - 1.0) < 1e-6)
+        except (AuditError, KeyError, TypeError, ValueError):
+            ok = False
+        corrupt += not ok
+    with sqlite3.connect(svc.audit.path) as conn:
+        integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    return {"rows_written": n_rows, "requests_ok": len(audit_ids), "unique_ids": len(set(audit_ids)),
+            "one_row_per_request": n_rows == len(audit_ids) == len(set(audit_ids)),
+            "corrupt_rows": corrupt, "integrity_check": integrity,
+            "ok": n_rows == len(audit_ids) == len(set(audit_ids)) and corrupt == 0 and integrity == "ok"}
+
+
+def main(argv: list[str] | None = None, *, service: Any = None) -> Path:
+    """Run the load test; return the JSON report's path. `service`: use this one instead of building it."""
+    import torch
+
+    args = make_parser().parse_args(argv)
+    _check_args(args)
+    torch.set_num_threads(args.torch_threads)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    own = service is None
+    if own:
+        from .service import InterestService
+        from .service_config import ServiceConfig
+
+        service = InterestService(ServiceConfig(dataset=args.dataset,
+                                                audit_path=str(args.out / f"{stamp}.audit.sqlite")))
+    build_s = time.perf_counter() - t0
+    try:
+        result = run_load(service, args.clients, args.seconds, n_products=args.n_products, seed=args.seed)
+    finally:
+        if own:
+            service.close()
+    report = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in sorted(vars(args).items())},
+        "dataset": service.dataset.name, "n_users": len(service._histories), "labels": len(service.taxonomy),
+        "service_build_s": round(build_s, 1), **result,
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "device": service.config.device, "platform": platform.platform(),
+                    "python": platform.python_version(), "model": service.model_id},
+        "created_utc": stamp,
+    }
+    path = args.out / f"{stamp}.json"
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(json.dumps({k: report[k] for k in ("requests", "ok", "errors", "throughput_per_s", "latency_ms",
+                                             "audit", "wall_s", "drain_s")}, indent=2))
+    print(f"report: {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
