@@ -184,6 +184,102 @@ def test_non_utf8_strict_and_replaced(tmp_path: Path) -> None:
     assert enc.n_skipped == 1 and enc.examples[0].startswith("latin.csv: line 3")
 
 
+def jsonl(*lines: str) -> str:
+    return "\n".join(lines) + "\n"
+
+
+OK_ROW = '{"user_id": "u", "item_id": "i", "timestamp": 1}'
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ('{"user_id": "u", "item_id": "i", "timestamp": 1' + "0" * 400 + "}",
+         "timestamp is too large (beyond the float range)"),
+        ('{"user_id": "u", "item_id": "i", "order": 1, "rating": 1' + "0" * 400 + "}",
+         "rating is too large (beyond the float range)"),
+        ('{"user_id": "u", "item_id": "i", "order": 1' + "0" * 400 + "}",
+         "order is too large (beyond the float range)"),
+        ('{"user_id": "u", "item_id": "i", "timestamp": 1' + "0" * 5000 + "}",
+         "not readable JSON (Exceeds the limit (4300 digits) for integer string conversion)"),
+        ("[" * 100_000, "JSON nested too deeply"),
+        ('{"user_id": "u", "item_id": "i", "timestamp": 1, "text": ' + "[" * 100_000 + "}",
+         "JSON nested too deeply"),
+    ],
+    ids=["huge-timestamp", "huge-rating", "huge-order", "int-over-4300-digits", "deep-line", "deep-value"],
+)
+def test_unreadable_json_values_are_bad_rows(tmp_path: Path, row: str, reason: str) -> None:
+    """Once OverflowError/RecursionError/ValueError: now a bad row, raised or counted."""
+    path = write(tmp_path / "e.jsonl", jsonl(OK_ROW, row, OK_ROW))
+    with pytest.raises(DataError, match=rf"e\.jsonl: line 2: {re.escape(reason)}"):
+        load_events_file(path)
+    ds = load_events_file(path, strict=False)
+    rep = ds.reports[0]
+    assert len(ds.events) == 2 and (rep.rows_read, rep.rows_kept) == (3, 2)
+    assert rep.skipped == {reason: 1} and rep.examples[0].startswith("e.jsonl: line 2")
+
+
+def test_long_csv_fields_load_and_a_runaway_field_is_an_error(tmp_path: Path, monkeypatch) -> None:
+    """Fields past the csv module's 128 Ki default load; past CSV_FIELD_LIMIT: DataError, limit restored."""
+    import csv
+
+    from llmint.loaders import _common
+
+    before = csv.field_size_limit()
+    review = "great pen " * 20_000  # 200k characters
+    path = write(tmp_path / "e.csv", f'user_id,item_id,action,timestamp,text\nu,i,view,1,\nu,i,review,2,"{review}"\n')
+    ds = load_events_file(path)
+    assert ds.events[1].text == review.strip() and csv.field_size_limit() == before
+
+    monkeypatch.setattr(_common, "CSV_FIELD_LIMIT", 1000)
+    path = write(tmp_path / "q.csv", 'user_id,item_id,timestamp,text\nu,i,1,x\nu,i,2,"unclosed\n' + "u,i,3,x\n" * 200)
+    for strict in (True, False):  # the rest of the file cannot be parsed: an error either way
+        with pytest.raises(DataError, match=r"q\.csv: line 3: cannot parse as CSV: field larger than field "
+                                            r"limit \(1000\); .*unclosed quote"):
+            load_events_file(path, strict=strict)
+        assert csv.field_size_limit() == before
+
+
+def test_jsonl_lone_surrogates_raise_or_are_replaced(tmp_path: Path) -> None:
+    """A \\ud800-style escape is not text: strict raises, non-strict writes U+FFFD and counts the line."""
+    path = write(tmp_path / "e.jsonl", jsonl(
+        '{"user_id": "u", "item_id": "i", "timestamp": 1, "text": "\\ud83d\\udca5 ok"}',  # a valid pair
+        '{"user_id": "u\\ud800", "item_id": "i", "timestamp": 2, "text": "bad \\udcff"}',
+    ))
+    with pytest.raises(DataError, match=r"e\.jsonl: line 2: .*lone surrogate.*strict=False"):
+        load_events_file(path)
+    ds = load_events_file(path, strict=False)
+    assert [(e.user_id, e.text) for e in ds.events] == [("u", "\U0001f4a5 ok"), ("u\ufffd", "bad \ufffd")]
+    rep = next(r for r in ds.reports if r.source == "e.jsonl: JSON text")
+    assert rep.skipped == {"lone surrogate replaced by U+FFFD": 1} and rep.examples[0].startswith("e.jsonl: line 2")
+    assert rep.rows_read == rep.rows_kept + rep.n_skipped
+    pair = '{"user_id": "u", "item_id": "i", "timestamp": 1, "text": "\\ud83d\\udca5"}'
+    ok = write(tmp_path / "ok.jsonl", jsonl(pair))
+    assert load_events_file(ok).events[0].text == "\U0001f4a5"
+
+
+@pytest.mark.parametrize("bad", [[1], {"a": 1}, True, 1.5, float("inf")],
+                         ids=["list", "object", "bool", "fraction", "inf"])
+@pytest.mark.parametrize("key", ["user_id", "item_id"])
+def test_jsonl_ids_must_be_strings_or_whole_numbers(tmp_path: Path, key: str, bad: object) -> None:
+    row = {"user_id": "u", "item_id": "i", "timestamp": 1, key: bad}
+    path = write(tmp_path / "e.jsonl", jsonl(OK_ROW, json.dumps(row)))
+    with pytest.raises(DataError, match=rf"e\.jsonl: line 2: {key} must be a string or an integer, got "):
+        load_events_file(path)
+    ds = load_events_file(path, strict=False)
+    assert len(ds.events) == 1 and ds.reports[0].skipped == {f"{key} must be a string or an integer": 1}
+
+
+def test_jsonl_whole_number_ids_and_bad_item_file_ids(tmp_path: Path) -> None:
+    ev = write(tmp_path / "e.jsonl", jsonl('{"user_id": 7, "item_id": 12.0, "timestamp": 1}'))
+    it = write(tmp_path / "it.jsonl", jsonl('{"item_id": 12, "title": "Pen"}', '{"item_id": ["x"], "title": "?"}'))
+    with pytest.raises(DataError, match=r"it\.jsonl: line 2: item_id must be a string or an integer, got a list"):
+        load_events_file(ev, it)
+    ds = load_events_file(ev, it, strict=False)
+    assert (ds.events[0].user_id, ds.events[0].item_id) == ("7", "12") and list(ds.items) == ["12"]
+    assert ds.items["12"].title == "Pen" and ds.reports[0].n_skipped == 1
+
+
 # --- named formats on tiny copies -------------------------------------------------------------
 
 

@@ -148,15 +148,34 @@ def read_text(path: Path, *, strict: bool, reports: list[LoadReport]) -> str:
     return text.removeprefix("\ufeff")
 
 
-def iter_csv(text: str, *, delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL
-             ) -> Iterator[tuple[int, list[str]]]:
-    """(line number of the record's first line, fields) for each non-empty record."""
+CSV_FIELD_LIMIT = 1 << 24
+"""Longest CSV field in characters (16 Mi); the csv module's own default, 128 Ki, is too small
+for long review texts."""
+
+
+def iter_csv(text: str, *, path: Path | str = "<csv>", delimiter: str = ",",
+             quoting: int = csv.QUOTE_MINIMAL) -> Iterator[tuple[int, list[str]]]:
+    """(line number of the record's first line, fields) for each non-empty record.
+
+    The csv module's (process-wide) field size limit is set to CSV_FIELD_LIMIT while
+    this reads and restored after. A longer field (usually an unclosed quote) or any
+    other csv error raises DataError naming `path` and the record's first line, in
+    strict and non-strict loads alike: the rest of the file cannot be parsed reliably.
+    """
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     start = 1
-    for row in reader:
-        if len(row) > 1 or (row and row[0].strip()):
-            yield start, row
-        start = reader.line_num + 1
+    old_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        for row in reader:
+            if len(row) > 1 or (row and row[0].strip()):
+                yield start, row
+            start = reader.line_num + 1
+    except csv.Error as err:
+        hint = (f"; a field over {CSV_FIELD_LIMIT} characters usually means an unclosed quote"
+                if "field limit" in str(err) else "")
+        raise DataError(f"{path}: line {start}: cannot parse as CSV: {err}{hint}") from None
+    finally:
+        csv.field_size_limit(old_limit)
 
 
 def header_index(fields: list[str], required: tuple[str, ...], path: Path,
@@ -197,14 +216,16 @@ def to_float(v: Any, what: str) -> float | None:
         return None
     if isinstance(v, bool):
         raise DataError(f"{what} must be a number, got {v!r}")
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, datetime):
-        return v.timestamp()
     try:
+        if isinstance(v, (int, float)):
+            return float(v)
+        if isinstance(v, datetime):
+            return v.timestamp()
         return float(v)
     except (TypeError, ValueError):
         pass
+    except OverflowError:  # an int such as 10**400 from JSON
+        raise DataError(f"{what} is too large (beyond the float range)") from None
     if what == "timestamp" and isinstance(v, str):
         try:
             return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
@@ -231,6 +252,29 @@ def to_int(v: Any, what: str) -> int | None:
     if not math.isfinite(f) or f != int(f):
         raise DataError(f"{what} must be a whole number, got {v!r}")
     return int(f)
+
+
+def to_id(v: Any, what: str) -> str | None:
+    """An id as a stripped string, or None when blank, from a string or a whole number.
+
+    Anything else (a list, an object, a bool, 1.5) raises DataError instead of being
+    stringified into an id such as "[1, 2]" or "True".
+
+    Example:
+        >>> to_id(7, "item_id"), to_id(7.0, "item_id"), to_id(" x ", "item_id")
+        ('7', '7', 'x')
+    """
+    if type(v) is str:  # fast path for csv fields
+        return v.strip() or None
+    v = none_if_blank(v)
+    if v is None:
+        return None
+    if isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)):
+        return str(v)
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    shown = repr(v) if isinstance(v, (bool, float)) else f"a {type(v).__name__}"
+    raise DataError(f"{what} must be a string or an integer, got {shown}")
 
 
 def to_str(v: Any) -> str | None:

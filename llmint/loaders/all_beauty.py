@@ -72,7 +72,7 @@ def parse_details(raw: str | None) -> dict[str, str]:
 
 
 def _items(path: Path, strict: bool, reports: list[LoadReport]) -> dict[str, Item]:
-    rows = list(iter_csv(read_text(path, strict=strict, reports=reports)))
+    rows = list(iter_csv(read_text(path, strict=strict, reports=reports), path=path))
     if not rows:
         raise DataError(f"{path}: the file is empty; expected a header line")
     idx = header_index(rows[0][1], ("parent_asin", "title"), path)
@@ -117,7 +117,7 @@ def _official_split(folder: Path, strict: bool, reports: list[LoadReport]
         return None
     keys: set[tuple[str, str, int]] = set()
     for path in paths:
-        rows = list(iter_csv(read_text(path, strict=strict, reports=reports)))
+        rows = list(iter_csv(read_text(path, strict=strict, reports=reports), path=path))
         if not rows:
             continue
         idx = header_index(rows[0][1], ("user_id", "parent_asin", "timestamp"), path)

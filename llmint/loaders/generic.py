@@ -6,11 +6,18 @@ without the column every event is a "purchase", a blank value is an error),
 `rating`, `text`. Items file columns:
 `item_id`, `title`, `category_path` (" > "-joined, or a list in JSONL/Parquet),
 `brand`, `text`; any other item column becomes a string attribute. Unknown
-event columns are ignored with a warning. Items referenced by events but absent
-from the items file (or all items, without one) get the title "item <id>".
+event columns are ignored with a warning. Ids (`user_id`, `item_id`) must be
+strings or whole numbers: a list, object or bool is a bad row, not stringified.
+Items referenced by events but absent from the items file (or all items,
+without one) get the title "item <id>".
 
 `strict=True` (the default here) raises DataError on the first bad row, naming
 the file and line (Parquet: row); `strict=False` skips and counts bad rows.
+A number beyond the float range is a bad row, and so is a JSONL line that
+cannot be read as a JSON object (invalid, nested too deeply). A JSON escape
+that leaves a lone surrogate (U+D800..U+DFFF, not Unicode text) is handled like
+a non-UTF-8 byte: strict raises, non-strict replaces it by U+FFFD (as the audit
+log does) and counts the line in a "<file>: JSON text" report.
 This module knows nothing about the named datasets or about models.
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +39,7 @@ from ._common import (
     read_text,
     repair_report,
     to_float,
+    to_id,
     to_int,
     to_str,
 )
@@ -41,6 +50,36 @@ SUFFIXES = (".csv", ".jsonl", ".parquet")
 EVENT_COLUMNS = ("user_id", "item_id", "action", "timestamp", "order", "rating", "text")
 ITEM_COLUMNS = ("item_id", "title", "category_path", "brand", "text")
 PATH_SEP = " > "
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # may be half of a valid pair
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _scrub(v: Any) -> Any:
+    """Parsed JSON `v` with lone surrogates in every string (keys too) replaced by U+FFFD."""
+    if isinstance(v, str):
+        return _SURROGATE.sub("\ufffd", v)
+    if isinstance(v, list):
+        return [_scrub(x) for x in v]
+    if isinstance(v, dict):
+        return {_scrub(k): _scrub(x) for k, x in v.items()}
+    return v
+
+
+def _parse_line(s: str) -> tuple[Any, str | None, bool]:
+    """(value, problem or None, whether lone surrogates were replaced) for one JSONL line."""
+    try:
+        value = json.loads(s)
+        if _SURROGATE_ESCAPE.search(s):
+            clean = _scrub(value)
+            if clean != value:
+                return clean, None, True
+    except json.JSONDecodeError as err:
+        return None, f"not valid JSON ({err.msg} at column {err.colno})", False
+    except RecursionError:
+        return None, "JSON nested too deeply", False
+    except ValueError as err:  # an integer literal over sys.get_int_max_str_digits() digits
+        return None, f"not readable JSON ({str(err).split(':')[0]})", False
+    return value, None, False
 
 
 def _rows(path: Path, strict: bool, reports: list[LoadReport]
@@ -62,7 +101,7 @@ def _rows(path: Path, strict: bool, reports: list[LoadReport]
         return table.column_names, ((f"row {i}", r) for i, r in enumerate(records, 1))
     text = read_text(path, strict=strict, reports=reports)
     if suffix == ".csv":
-        rows = iter_csv(text)
+        rows = iter_csv(text, path=path)
         first = next(rows, None)
         if first is None:
             raise DataError(f"{path}: the file is empty; expected a header line")
@@ -76,26 +115,35 @@ def _rows(path: Path, strict: bool, reports: list[LoadReport]
                     yield line, dict(zip(header, f, strict=True))
 
         return header, csv_records()
-    lines = [(i, s) for i, s in enumerate(text.split("\n"), 1) if s.strip()]
+    all_lines = text.split("\n")
+    lines = [(i, s) for i, s in enumerate(all_lines, 1) if s.strip()]
     columns: dict[str, None] = {}
 
     def json_records() -> Iterator[tuple[int | str, dict[str, Any]]]:
+        replaced: list[str] = []
         for i, s in lines:
-            try:
-                rec = json.loads(s)
-            except json.JSONDecodeError as err:
-                yield i, {"__error__": f"not valid JSON ({err.msg} at column {err.colno})"}
+            rec, problem, scrubbed = _parse_line(s)
+            if problem is not None:
+                yield i, {"__error__": problem}
                 continue
             if not isinstance(rec, dict):
                 yield i, {"__error__": f"expected a JSON object, got {type(rec).__name__}"}
                 continue
+            if scrubbed:
+                if strict:
+                    raise DataError(
+                        f"{path}: line {i}: a \\u escape gives a lone surrogate (\\ud800-\\udfff), "
+                        "which is not Unicode text; fix the file or load with strict=False to "
+                        "replace it by U+FFFD")
+                replaced.append(f"{path.name}: line {i}")
             yield i, rec
+        rep = repair_report(f"{path.name}: JSON text", len(all_lines),
+                            {"lone surrogate replaced by U+FFFD": replaced})
+        if rep is not None:
+            reports.append(rep)
 
     for _, s in lines[:100]:  # column names for the header checks, from the first records
-        try:
-            rec = json.loads(s)
-        except json.JSONDecodeError:
-            continue
+        rec, _problem, _scrubbed = _parse_line(s)
         if isinstance(rec, dict):
             columns.update(dict.fromkeys(rec))
     return list(columns), json_records()
@@ -126,7 +174,11 @@ def load_items_file(path: Path, *, strict: bool = True, reports: list[LoadReport
         if "__error__" in rec:
             sink.bad(where, rec["__error__"])
             continue
-        iid = to_str(rec.get("item_id"))
+        try:
+            iid = to_id(rec.get("item_id"), "item_id")
+        except DataError as err:
+            sink.bad(where, str(err))
+            continue
         attrs = tuple((k, s) for k, v in rec.items()
                       if k not in ITEM_COLUMNS and (s := to_str(v)) is not None)
         item = sink.build(where, Item, iid or "", to_str(rec.get("title")) or f"item {iid}",
@@ -180,14 +232,15 @@ def load_events_file(path: Path | str, items_path: Path | str | None = None, *,
             sink.bad(where, rec["__error__"])
             continue
         try:
+            uid = to_id(rec.get("user_id"), "user_id")
+            iid = to_id(rec.get("item_id"), "item_id")
             ts = to_float(rec.get("timestamp"), "timestamp")
             order = to_int(rec.get("order"), "order")
             rating = to_float(rec.get("rating"), "rating")
         except DataError as err:
             sink.bad(where, str(err))
             continue
-        iid = to_str(rec.get("item_id"))
-        ev = sink.build(where, Event, to_str(rec.get("user_id")) or "", iid,
+        ev = sink.build(where, Event, uid or "", iid,
                         to_str(rec.get("action")) if "action" in rec else "purchase",
                         timestamp=ts, order=order,
                         rating=rating, text=to_str(rec.get("text")))

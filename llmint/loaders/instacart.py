@@ -50,7 +50,7 @@ _ORDER_COLS = ("order_id", "user_id", "order_number", "order_hour_of_day",
 
 def _lookup(path: Path, key: str, value: str, strict: bool, reports: list[LoadReport]
             ) -> dict[str, str]:
-    rows = list(iter_csv(read_text(path, strict=strict, reports=reports)))
+    rows = list(iter_csv(read_text(path, strict=strict, reports=reports), path=path))
     if not rows:
         raise DataError(f"{path}: the file is empty; expected a header line")
     idx = header_index(rows[0][1], (key, value), path)
@@ -74,7 +74,7 @@ def _products(folder: Path, strict: bool, keep_missing: bool, reports: list[Load
     aisles = _lookup(folder / "aisles.csv", "aisle_id", "aisle", strict, reports)
     depts = _lookup(folder / "departments.csv", "department_id", "department", strict, reports)
     path = folder / "products.csv"
-    rows = list(iter_csv(read_text(path, strict=strict, reports=reports)))
+    rows = list(iter_csv(read_text(path, strict=strict, reports=reports), path=path))
     if not rows:
         raise DataError(f"{path}: the file is empty; expected a header line")
     idx = header_index(rows[0][1], ("product_id", "product_name", "aisle_id", "department_id"),
@@ -112,7 +112,7 @@ def load_instacart(folder: Path, *, strict: bool = False, full_catalogue: bool =
     catalogue = _products(folder, strict, keep_missing, reports)
 
     path = folder / orders_file
-    rows = list(iter_csv(read_text(path, strict=strict, reports=reports)))
+    rows = list(iter_csv(read_text(path, strict=strict, reports=reports), path=path))
     if not rows:
         raise DataError(f"{path}: the file is empty; expected a header line")
     idx = header_index(rows[0][1], _ORDER_COLS, path)

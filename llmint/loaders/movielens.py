@@ -60,7 +60,7 @@ def recbole_ml100k_dir() -> Path | None:
 
 def _table(path: Path, required: tuple[str, ...], strict: bool, reports: list[LoadReport]
            ) -> tuple[dict[str, int], list[tuple[int, list[str]]]]:
-    rows = list(iter_csv(read_text(path, strict=strict, reports=reports), delimiter="\t",
+    rows = list(iter_csv(read_text(path, strict=strict, reports=reports), path=path, delimiter="\t",
                          quoting=csv.QUOTE_NONE))
     if not rows:
         raise DataError(f"{path}: the file is empty; expected a header line")

@@ -32,7 +32,7 @@ def load_taobao(folder: Path, *, strict: bool = False, file: str = FILE,
     """Load a UserBehavior csv; rows outside `time_window` ([start, end) unix s) are skipped."""
     path = Path(folder) / file
     reports: list[LoadReport] = []
-    rows = iter_csv(read_text(path, strict=strict, reports=reports))
+    rows = iter_csv(read_text(path, strict=strict, reports=reports), path=path)
     rep = LoadReport(source=path.name)
     sink = RowSink(path, rep, strict=strict)
     items: dict[str, Item] = {}
