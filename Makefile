@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    # the main job on the embedded defaults
-#   make test   # the test suite
+#   make run    # the main job: the Gradio app on the embedded defaults (http://127.0.0.1:7860)
+#   make test   # the test suite (installs Debian's chromium for the browser test when missing)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.llmint-installed
@@ -8,9 +8,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test lint eval clean
+.PHONY: setup browser run test lint eval clean
 
 setup: $(STAMP)
+
+# The browser test drives Debian's Chromium; install it once (needs root, as on CI and these machines).
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends chromium chromium-driver; }
 
 $(STAMP): pyproject.toml requirements/weights.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,9 +26,12 @@ $(STAMP): pyproject.toml requirements/weights.txt
 	touch $(STAMP)
 
 run: setup
+	$(PY) app.py
+
+eval: setup
 	$(VENV)/bin/llmint evaluate
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
 
 lint: setup

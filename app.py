@@ -394,6 +394,22 @@ def build(backend: Backend) -> Any:
         approve.click(approve_row, [audit_id, reason, note], [review_msg, record])
         export.click(audit_export, [fmt, category, status], [export_file, export_msg])
         summary_btn.click(audit_summary, None, [summary])
+
+        # API routes for scripts and the load test (signed in like the page): JSON in, JSON out
+        def predict(user_id: str, explain: bool = False) -> dict:
+            """Next interest of a known shopper of the first dataset: the served prediction (one audit row)."""
+            try:
+                return backend.service(default).predict(str(user_id), explain=bool(explain),
+                                                        n_products=backend.cfg.n_products).to_dict()
+            except LlmintError as err:
+                raise gr.Error(_message(err)) from None
+
+        def shoppers() -> list:
+            """The shopper ids of the first dataset."""
+            return backend.user_ids(default)
+
+        gr.api(predict, api_name="predict", concurrency_limit=4)
+        gr.api(shoppers, api_name="shoppers")
     return demo
 
 

@@ -58,6 +58,8 @@ def read_events(source: str) -> list[dict[str, Any]]:
 
     A file whose content starts with "[" is read as one JSON list of objects.
     """
+    from .pasted import parse_events_text
+
     where = "stdin" if source == "-" else source
     if source == "-":
         text = sys.stdin.read()
@@ -68,28 +70,10 @@ def read_events(source: str) -> list[dict[str, Any]]:
             raise CliError(f"{where}: not valid UTF-8 ({err.reason} at byte {err.start})") from err
         except OSError as err:
             raise CliError(f"{where}: cannot read the events file ({err.strerror or err})") from err
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise CliError(f"{where}: not valid JSON: {err}") from err
-        numbered = list(enumerate(rows if isinstance(rows, list) else [rows], start=1))
-        what = "item"
-    else:
-        numbered = []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                numbered.append((n, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise CliError(f"{where}: line {n}: not valid JSON: {err.msg}") from err
-        what = "line"
-    for n, row in numbered:
-        if not isinstance(row, dict):
-            raise CliError(f"{where}: {what} {n} is a {type(row).__name__}; expected an object with keys "
-                           "user_id, item_id, action, timestamp or order, rating, text")
-    return [row for _, row in numbered]
+    try:
+        return parse_events_text(text, where)
+    except LlmintError as err:
+        raise CliError(str(err)) from err
 
 
 # ---------------------------------------------------------------- the service

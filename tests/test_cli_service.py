@@ -120,7 +120,7 @@ def test_bad_events_and_config_files_are_exit_2(tmp_path: Path) -> None:
     r = run("predict", "--events", ev, "--dataset", "x.csv")
     assert r.exit_code == 2 and f"{ev}: line 2: not valid JSON" in r.output
     r = run("predict", "-", "--dataset", "x.csv", input="[1, 2]")
-    assert r.exit_code == 2 and "stdin: item 1 is a int" in r.output
+    assert r.exit_code == 2 and "stdin: entry 1 is a int" in r.output
     r = run("observe", "u1", "--events", tmp_path / "missing.jsonl", "--dataset", "x.csv")
     assert r.exit_code == 2 and "cannot read the events file" in r.output
     cfg = tmp_path / "svc.yaml"
