@@ -84,16 +84,22 @@ def shopper(user_id: str, dataset: str, level: int | None, recent_n: int, half_l
 @click.option("--top", type=int, default=15, show_default=True, help="Flows listed and categories in the heat map.")
 @click.option("--k", "ks", type=int, multiple=True, default=(10, 50), show_default=True,
               help="precision@k of the migration target lists (repeatable).")
+@click.option("--llm-n", type=int, default=0, show_default=True,
+              help="Also score the LLM on this many test shoppers and compare its predicted transitions.")
+@click.option("--model", "llm_model", default=None, help="LLM for --llm-n (default: smollm2-135m).")
+@click.option("--adapter", "llm_adapter", default=None, type=click.Path(exists=True, file_okay=False),
+              help="peft adapter for --llm-n (default: zero-shot).")
 @_MAX_USERS
 @_SEED
 @_OUT
-def migration(dataset: str, level: int | None, top: int, ks: tuple[int, ...], max_users: int | None, seed: int,
-              out_dir: Path) -> None:
+def migration(dataset: str, level: int | None, top: int, ks: tuple[int, ...], llm_n: int, llm_model: str | None,
+              llm_adapter: str | None, max_users: int | None, seed: int, out_dir: Path) -> None:
     """Population transitions, top flows (heat map), predicted vs actual, target lists' precision@k."""
     from .analysis.reports import migration_report
 
     ds = _load(dataset)
     res = _run(migration_report, ds, out_dir, level=level, top=top, ks=ks, max_users=max_users, seed=seed,
+               llm_n=llm_n, llm_model=llm_model, llm_adapter=llm_adapter,
                progress=lambda m: click.echo(f"... {m}", err=True))
     _write(res, out_dir, f"migration_{ds.name}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -117,3 +118,20 @@ class StepClock:
         with self.lock:
             self.n += 1
             return AUDIT_T0 + timedelta(minutes=self.n - 1)
+
+
+@contextmanager
+def one_thread_service(dataset: Dataset, cfg, loaded):
+    """A real `InterestService` over `dataset`, with one torch intra-op thread while it is open
+    (on a busy 2-core CI box, 2 OpenMP threads made a forward pass 3-10x slower)."""
+    import torch
+
+    from llmint import InterestService
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with InterestService.from_dataset(dataset, cfg, loaded=loaded) as s:
+            yield s
+    finally:
+        torch.set_num_threads(threads)

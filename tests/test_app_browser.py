@@ -206,3 +206,29 @@ def test_sign_in_ask_flag_in_a_real_browser(app_server) -> None:
         assert row.top_category == category
         # the timeline highlights exactly the events the served explanation cites
         assert highlighted == sorted(row.output["explanation"]["cited"])
+
+
+def test_signed_in_api_route_and_http_load(app_server, tmp_path) -> None:
+    """The /predict API route serves a typed prediction with one audit row; a short bounded HTTP load
+    test (4 clients, 10 s, loopback) has no errors and exactly one audit row per request."""
+    import json
+
+    from gradio_client import Client
+
+    from llmint import loadtest
+
+    client = Client(app_server["url"], auth=(USER, PASSWORD), verbose=False, analytics_enabled=False)
+    ids = client.predict(api_name="/shoppers")
+    assert "1" in ids and len(ids) == 943
+    p = client.predict("1", False, api_name="/predict")
+    assert p["user_id"] == "1" and p["top_category"] == p["top"][0]["category"]
+    assert abs(sum(p["distribution"].values()) - 1.0) < 1e-6 and p["explanation"] is None
+    with pytest.raises(Exception, match="unknown user"):
+        client.predict("no-such-shopper", False, api_name="/predict")
+    path = loadtest.main(["--url", app_server["url"], "--user", USER, "--password", PASSWORD, "--audit",
+                          str(app_server["home"] / "audit.sqlite"), "--clients", "4", "--seconds", "10",
+                          "--out", str(tmp_path)])
+    report = json.loads(path.read_text())
+    assert report["ok"] >= 4 and report["errors"] == {}
+    assert report["audit"]["ok"] and report["audit"]["rows_written"] == report["ok"]
+    assert PASSWORD not in path.read_text()

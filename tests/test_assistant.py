@@ -4,9 +4,9 @@ follow-ups that keep the shopper, windows, switching shoppers, readable errors."
 from __future__ import annotations
 
 import pytest
-from conftest import shop
+from conftest import one_thread_service, shop
 
-from llmint import DataError, InterestService, ServiceConfig, UnknownIdError
+from llmint import DataError, ServiceConfig, UnknownIdError
 from llmint.analysis import association_graph, label_sequences
 from llmint.assistant import Context, answer
 
@@ -15,16 +15,9 @@ pytestmark = pytest.mark.real
 
 @pytest.fixture(scope="module")
 def svc(smollm2, tmp_path_factory):
-    import torch
-
     cfg = ServiceConfig(audit_path=str(tmp_path_factory.mktemp("chat") / "audit.sqlite"), max_new_tokens=12)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with InterestService.from_dataset(shop(n_users=6, length=6), cfg, loaded=smollm2) as s:
-            yield s
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread_service(shop(n_users=6, length=6), cfg, smollm2) as s:
+        yield s
 
 
 def _rows(svc) -> int:

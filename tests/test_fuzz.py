@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shop
+from conftest import one_thread_service, shop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmint import Event, HistoryError, InterestService, LlmintError, ServiceConfig
+from llmint import Event, HistoryError, LlmintError, ServiceConfig
 from llmint.loaders.generic import load_events_file
 from llmint.service_config import EVENT_KEYS, check_events
 
@@ -118,17 +118,10 @@ def test_numbers_beyond_the_float_range_are_a_data_error() -> None:
 
 @pytest.fixture(scope="module")
 def svc(smollm2, tmp_path_factory):
-    import torch
-
     cfg = ServiceConfig(audit_path=str(tmp_path_factory.mktemp("fuzz") / "audit.sqlite"),
                         max_events_per_history=LIMIT, max_text_chars=MAX_TEXT, max_batch=8)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with InterestService.from_dataset(shop(n_users=6, length=5), cfg, loaded=smollm2) as s:
-            yield s
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread_service(shop(n_users=6, length=5), cfg, smollm2) as s:
+        yield s
 
 
 request_like = st.one_of(events_like, st.sampled_from(USERS), st.text(max_size=30), st.binary(max_size=10),

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import shop
+from conftest import one_thread_service, shop
 
 from llmint import DataError, Event, HistoryError, InterestService, Prediction, ServiceConfig, UnknownIdError
 from llmint.evidence import check_faithfulness
@@ -24,19 +24,11 @@ N_TOKENS = 16  # explanation length: keeps generation cheap on a CPU
 
 @pytest.fixture(scope="module")
 def svc(smollm2, tmp_path_factory):
-    import torch
-
     ds = shop(n_users=6, length=5)
     cfg = ServiceConfig(audit_path=str(tmp_path_factory.mktemp("svc") / "audit.sqlite"), max_new_tokens=N_TOKENS,
                         max_events_per_history=20, max_text_chars=500, max_batch=8)
-    # One intra-op thread: on a busy 2-core CI box, 2 OpenMP threads made a forward pass 3-10x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with InterestService.from_dataset(ds, cfg, loaded=smollm2) as s:
-            yield s
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread_service(ds, cfg, smollm2) as s:
+        yield s
 
 
 def _pasted(svc, user: str, n: int, *, drop_user: bool = False) -> list[dict]:

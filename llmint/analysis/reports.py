@@ -103,9 +103,14 @@ def _rankers() -> dict[str, Any]:
 
 def migration_report(dataset: Dataset, out_dir: Path, *, level: int | None = None, top: int = 15,
                      ks: Sequence[int] = (10, 50), max_users: int | None = None, seed: int = 0,
+                     llm_n: int = 0, llm_model: str | None = None, llm_adapter: str | None = None,
                      progress: Progress = None) -> dict[str, Any]:
     """Population transitions and top flows, ranker-predicted vs actual transitions, migration target
-    lists with precision@k on a chronological split, and the association graph's strongest links."""
+    lists with precision@k on a chronological split, and the association graph's strongest links.
+
+    `llm_n` > 0 also scores the LLM (zero-shot, or with `llm_adapter`) on a seeded sample of that many
+    test shoppers and compares its predicted transition matrix with the baselines' on the same rows.
+    """
     from ..split import SplitConfig, make_split
     from .plots import plot_transitions, save
 
@@ -134,6 +139,8 @@ def migration_report(dataset: Dataset, out_dir: Path, *, level: int | None = Non
             example = {tl.label: {"users": tl.users[:10], "scores": [round(s, 4) for s in tl.scores[:10]],
                                   "n_candidates": tl.n_candidates, "n_movers": tl.n_movers}
                        for tl in sorted(lists, key=lambda t: -t.n_movers)[:5]}
+    llm_sample = _llm_migration(dataset, tax, tokens, last, llm_n, llm_model, llm_adapter, seed, progress) \
+        if llm_n > 0 else None
     graph = association_graph(seqs, labels, AssociationConfig())
     out_dir.mkdir(parents=True, exist_ok=True)
     png = save(plot_transitions(counts, labels, top), out_dir / f"migration_{_safe(dataset.name)}.png")
@@ -145,10 +152,40 @@ def migration_report(dataset: Dataset, out_dir: Path, *, level: int | None = Non
         "test_cases": len(tokens.test_target),
         "rankers": rankers,
         "target_lists_markov": example,
+        "llm_sample": llm_sample,
         "association_top": strongest,
         "association_evidence": {lk["source"]: evidence(graph, lk["source"], 2) for lk in strongest[:3]},
         "files": {"heatmap_png": str(png)},
     }
+
+
+def _llm_migration(dataset: Dataset, tax: Any, tokens: Any, last: Sequence[int], n: int, model: str | None,
+                   adapter: str | None, seed: int, progress: Progress) -> dict[str, Any]:
+    """Predicted-vs-actual transition matrices of the LLM and the baselines on one seeded sample of test rows."""
+    from ..llm_ranker import LLMCategoryRanker, LLMRankerConfig
+
+    labels = list(tax.labels)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(tokens.test_cases), min(n, len(tokens.test_cases)), replace=False))
+    last_s = [last[i] for i in rows]
+    actual = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    np.add.at(actual, (np.asarray(last_s, dtype=np.int64), tokens.test_target[rows]), 1)
+    llm = LLMCategoryRanker("llm", dataset, tax.level,
+                            LLMRankerConfig(model=model, adapter=adapter, max_valid=0, seed=seed))
+    llm.fit_events([])
+    if progress:
+        progress(f"{dataset.name}: LLM on {len(rows)} test shoppers (temperature 1)")
+    out: dict[str, Any] = {"n": int(len(rows)), "adapter": adapter, "temperature": 1.0}
+    hists = [tokens.test_hist[i] for i in rows]
+    probs = {"llm": llm.predict_events([tokens.test_cases[i].history for i in rows])}
+    for name, r in _rankers().items():
+        r.fit(tokens.train, len(labels))
+        probs[name] = r.predict_proba(hists)
+    for name, p in probs.items():
+        p = np.asarray(p, dtype=np.float64)
+        out[name] = {"matrix_tv": compare_matrices(actual, predicted_matrix(p, last_s, len(labels)), labels).mean_tv,
+                     "hit@1": float((p.argmax(1) == tokens.test_target[rows]).mean())}
+    return out
 
 
 def trends_report(dataset: Dataset, out_dir: Path, *, level: int | None = None, window: str = "auto",
