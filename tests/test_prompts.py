@@ -54,7 +54,9 @@ def test_next_interest_wraps_a_serialised_history() -> None:
     r = load_prompt("next_interest").render(history=history)
     assert isinstance(r, RenderedPrompt)
     assert r.user.startswith(history + "\n\n") and r.user.endswith("interested in next, and why?")
-    assert r.user.count("</review>") == 1 and r.user.index("SYSTEM") < r.user.index("</review>")
+    # instruction-like review text is replaced by a marker inside the one fence (llmint.sanitize)
+    assert r.user.count("</review>") == 1 and "SYSTEM" not in r.user
+    assert r.user.index("<review>[instruction-like text removed]</review>") < r.user.index("interested in next")
     assert "$" not in r.system + r.user
 
 
