@@ -178,6 +178,67 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
     click.echo(str(out), err=True)
 
 
+@cli.command("bench")
+@click.option("--dataset", default="office", show_default=True, help="Dataset whose test shoppers are scored.")
+@click.option("--level", type=int, default=None, help="Category level (default: the dataset's).")
+@click.option("--model", "llm_model", default=None, help="LLM (default: smollm2-135m).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--dtype", default="float32", show_default=True, help="float32, bfloat16 or float16.")
+@click.option("--history-tokens", type=int, multiple=True, default=(256, 512), show_default=True,
+              help="History token budget(s) scored (repeatable); the first is used by the other sections.")
+@click.option("--n-shoppers", type=int, default=4, show_default=True, help="Shoppers timed per scoring method.")
+@click.option("--batch", type=int, default=4, show_default=True, help="Shoppers per pass in the batched scoring run.")
+@click.option("--naive-labels", type=int, default=8, show_default=True,
+              help="Labels timed with one forward pass each, scaled to all (0: every label).")
+@click.option("--batch-sizes", type=int, multiple=True, default=(1, 4, 8), show_default=True,
+              help="Batch sizes tried for shoppers/s (repeatable).")
+@click.option("--n-throughput", type=int, default=8, show_default=True, help="Shoppers scored per batch size.")
+@click.option("--threads", type=int, multiple=True, default=(1, 2), show_default=True,
+              help="Torch threads tried by the threads lever (repeatable; CPU only).")
+@click.option("--torch-threads", type=int, default=1, show_default=True, help="Torch threads everywhere else (CPU).")
+@click.option("--gen-tokens", type=int, default=32, show_default=True, help="New tokens per explanation.")
+@click.option("--index-size", type=int, default=100_000, show_default=True, help="Synthetic vectors in the index.")
+@click.option("--lora-dataset", default="movielens", show_default=True, help="Dataset of the LoRA section.")
+@click.option("--lora-steps", type=int, default=3, show_default=True, help="LoRA steps timed (the first is warm-up).")
+@click.option("--lora-batch", type=int, default=4, show_default=True, help="Examples per LoRA step.")
+@click.option("--section", "sections", multiple=True, type=click.Choice(
+    ["scoring", "throughput", "levers", "generation", "predict", "index", "lora", "roofline"]),
+              help="Section(s) to run (default: all).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs/bench/bench.json"),
+              show_default=True, help="JSON result; the Markdown table goes beside it (.md).")
+def bench(dataset: str, level: int | None, llm_model: str | None, device: str, dtype: str,
+          history_tokens: tuple[int, ...], n_shoppers: int, batch: int, naive_labels: int,
+          batch_sizes: tuple[int, ...], n_throughput: int, threads: tuple[int, ...], torch_threads: int,
+          gen_tokens: int, index_size: int, lora_dataset: str, lora_steps: int, lora_batch: int,
+          sections: tuple[str, ...], out: Path) -> None:
+    """Speed of every part (scoring, throughput, generation, predict, index, LoRA), each vs a same-run baseline."""
+    from tqdm.auto import tqdm
+
+    from .bench import SECTIONS, BenchConfig, format_table, run, write
+
+    try:
+        cfg = BenchConfig(dataset=dataset, level=level, model=llm_model, device=device, dtype=dtype,
+                          history_tokens=history_tokens, n_shoppers=n_shoppers, batch=batch,
+                          naive_labels=naive_labels or None, batch_sizes=batch_sizes, n_throughput=n_throughput,
+                          threads=threads, torch_threads=torch_threads, gen_tokens=gen_tokens,
+                          index_size=index_size, lora_dataset=lora_dataset, lora_steps=lora_steps,
+                          lora_batch=lora_batch, sections=sections or SECTIONS)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from err
+    with tqdm(total=len(cfg.sections), desc="bench sections started", file=sys.stderr, dynamic_ncols=True) as bar:
+        def progress(msg: str) -> None:  # one tick per section started; the current step as postfix
+            bar.update(msg.startswith("section "))
+            bar.set_postfix_str(msg[:70])
+
+        try:
+            res = run(cfg, progress=progress)
+        except LlmintError as err:
+            raise _fail(err) from err
+    paths = write(res, out)
+    click.echo(format_table(res))
+    click.echo(" ".join(str(p) for p in paths), err=True)
+
+
 for _command in COMMANDS:  # predict, observe, audit (llmint/cli_service.py)
     cli.add_command(_command)
 for _command in ANALYZE_COMMANDS:  # analyze shopper|migration|trends|churn (llmint/cli_analyze.py)

@@ -1,0 +1,379 @@
+"""The model-serving sections of `llmint bench` (scoring, throughput, levers, generation, predict)
+and the `Context` every section shares; one function per section: `section(ctx) -> {"rows": [...], ...}`.
+
+Every section times its baseline in the same process (see `llmint.bench`). Prompts are real:
+test-split shoppers of the dataset, serialised with the section's token budget, in the chat
+template the model reads. torch and transformers are imported inside the functions. The
+index, LoRA and roofline sections are in `llmint.bench_infra`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bench import BenchConfig, ratio, row
+
+
+def _ms(xs: list[float]) -> dict[str, float]:
+    a = np.asarray(xs, dtype=np.float64) * 1000.0
+    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p99_ms": round(float(np.percentile(a, 99)), 2),
+            "n": len(xs)}
+
+
+class Context:
+    """What the sections share: config, dataset, model, prompts per budget, earlier sections' results."""
+
+    def __init__(self, cfg: BenchConfig, dataset: Any, loaded: Any, say: Callable[[str], None],
+                 lora_dataset: Any = None) -> None:
+        import torch
+
+        from .split import SplitConfig, make_split
+
+        self.cfg, self.ds, self.loaded, self.say = cfg, dataset, loaded, say
+        self.lora_ds = lora_dataset
+        self.model, self.tok = loaded.model, loaded.tokenizer
+        self.split = make_split(dataset.histories(), SplitConfig(seed=cfg.seed))
+        self.budget = cfg.history_tokens[0]  # the token budget of every section but scoring
+        self.results: dict[str, Any] = {}
+        self._rankers: dict[int, Any] = {}
+        cuda = cfg.device.startswith("cuda")
+        self.sync: Callable[[], None] = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def ranker(self, budget: int) -> Any:
+        from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
+
+        if budget not in self._rankers:
+            rcfg = LLMRankerConfig(model=self.cfg.model, device=self.cfg.device, dtype=self.cfg.dtype,
+                                   serialize={"token_budget": budget})
+            self._rankers[budget] = LLMCategoryRanker(
+                "bench", self.ds, self.cfg.level or self.ds.default_level, rcfg, loaded=self.loaded)
+        return self._rankers[budget]
+
+    def prompts(self, n: int, budget: int | None = None) -> list[list[int]]:
+        """Token ids of `n` seeded test shoppers' prompts (the same shoppers as `bench_scoring`)."""
+        r = self.ranker(budget or self.budget)
+        take = np.random.default_rng(self.cfg.seed).permutation(len(self.split.test))[:n]
+        return [r.prompt_ids(self.split.test[i].history) for i in take]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.ranker(self.budget).taxonomy.labels)
+
+    def scorer(self, mode: str = "trie", batch_size: int = 1) -> Any:
+        from .scoring import CategoryScorer
+
+        return CategoryScorer(self.model, self.tok, self.labels, label_prefix="", terminator="\n",
+                              mode=mode, batch_size=batch_size)
+
+    def time_each(self, fn: Callable[[Any], Any], items: list[Any]) -> tuple[list[float], list[Any]]:
+        for _ in range(self.cfg.warmup):
+            fn(items[0])
+        times, outs = [], []
+        for it in items:
+            self.sync()
+            t0 = time.perf_counter()
+            outs.append(fn(it))
+            self.sync()
+            times.append(time.perf_counter() - t0)
+        return times, outs
+
+
+# ------------------------------------------------------------------------------------------ scoring
+
+
+def scoring(ctx: Context) -> dict[str, Any]:
+    """`bench_scoring.run` once per token budget: naive vs flat vs trie vs trie batched."""
+    from . import bench_scoring
+
+    cfg, out, rows = ctx.cfg, {}, []
+    for budget in cfg.history_tokens:
+        ctx.say(f"scoring, history budget {budget} tokens")
+        bcfg = bench_scoring.BenchScoringConfig(
+            dataset=ctx.ds.name, level=cfg.level, model=cfg.model, n_shoppers=cfg.n_shoppers, batch=cfg.batch,
+            device=cfg.device, dtype=cfg.dtype, seed=cfg.seed, warmup=cfg.warmup,
+            serialize={"token_budget": budget}, n_naive=cfg.n_naive, naive_labels=cfg.naive_labels)
+        r = bench_scoring.run(bcfg, ctx.say, dataset=ctx.ds, loaded=ctx.loaded)
+        out[str(budget)] = r
+        m = r["methods"]
+        naive = m["naive"]["p50_ms"]
+        tag = f"history {budget} tok (prompt {r['prompt_tokens']['mean']:.0f})"
+        for name, label in (("trie", "trie, batch 1"), ("flat", "flat, batch 1"),
+                            (f"trie_batch{cfg.batch}", f"trie, batch {cfg.batch}")):
+            rows.append(row("scoring", f"{label} p50, {tag}", m[name]["p50_ms"], "ms/shopper",
+                            "one forward per label (naive) p50", naive))
+        rows.append(row("scoring", f"trie, batch 1 p99, {tag}", m["trie"]["p99_ms"], "ms/shopper",
+                        "naive p99", m["naive"]["p99_ms"]))
+    diffs = [v["max_abs_diff_vs_naive"] for r in out.values() for k, v in r["methods"].items() if k != "naive"]
+    goal = out.get("256", {}).get("methods", {}).get("trie", {}).get("p50_ms")
+    note = f"scores match naive within {max(diffs):.1e} (log-prob); naive: {next(iter(out.values()))['naive_note']}"
+    if goal is not None and ctx.cfg.device == "cpu":
+        met = "met" if goal <= 1000 else "not met"
+        note += f"; CPU goal p50 <= 1000 ms at a 256-token history: {met} ({goal:.0f} ms)"
+    return {"budgets": out, "max_abs_diff_vs_naive": max(diffs), "rows": rows, "note": note}
+
+
+# --------------------------------------------------------------------------------------- throughput
+
+
+def throughput(ctx: Context) -> dict[str, Any]:
+    """Shoppers/s of the trie scorer at each batch size on the same prompts (label pass included)."""
+    cfg = ctx.cfg
+    prompts = ctx.prompts(cfg.n_throughput)
+    per: dict[str, float] = {}
+    for bs in cfg.batch_sizes:
+        ctx.say(f"throughput, batch {bs}")
+        sc = ctx.scorer("trie", bs)
+        for _ in range(cfg.warmup):
+            sc.score(prompts[:bs])
+        ctx.sync()
+        t0 = time.perf_counter()
+        sc.score(prompts)
+        ctx.sync()
+        per[str(bs)] = round(len(prompts) / (time.perf_counter() - t0), 3)
+    best = max(per, key=per.get)
+    base_bs = 1 if 1 in cfg.batch_sizes else cfg.batch_sizes[0]
+    from .bench import peak_memory_mb
+
+    mem = peak_memory_mb(cfg.device)
+    rows = [row("throughput", f"shoppers/s, trie, best batch ({best})", per[best], "shoppers/s",
+                f"batch {base_bs}", per[str(base_bs)], better="higher"),
+            row("throughput", "peak memory so far (RSS)", mem["max_rss_mb"], "MiB")]
+    if "cuda_max_allocated_mb" in mem:
+        rows.append(row("throughput", "peak CUDA memory", mem["cuda_max_allocated_mb"], "MiB"))
+    return {"shoppers_per_s": per, "best_batch": int(best), "n": len(prompts), "rows": rows}
+
+
+# ------------------------------------------------------------------------------------------- levers
+
+
+def _flops(ctx: Context, prompt_tokens: float, label_tokens: int) -> dict[str, float]:
+    """FLOPs of one shopper's scoring: prompt pass + trie pass (matmuls, attention, logits)."""
+    c = ctx.model.config
+    d, n_layers, vocab = c.hidden_size, c.num_hidden_layers, c.vocab_size
+    params = sum(p.numel() for p in ctx.model.parameters())
+    body = params - vocab * d  # embedding table (tied with the output head in SmolLM2) is a lookup
+    p, t = float(prompt_tokens), float(label_tokens)
+    linear = 2.0 * body * (p + t)
+    attn = 4.0 * n_layers * d * (p * p / 2 + t * (p + t / 2))  # QK^T and AV, causal prompt
+    logits = 2.0 * vocab * d * (1 + t)  # the prompt keeps one logit row, the trie one per node
+    return {"params": params, "linear": linear, "attention": attn, "logits": logits,
+            "total": linear + attn + logits, "attention_share": attn / (linear + attn + logits)}
+
+
+def _verdict(measured: float | None, better: str, worse: str, margin: float = 0.1) -> str:
+    """`better` when measured > 1 + margin, `worse` when < 1 - margin, else "no difference beyond noise"."""
+    if measured is None:
+        return "not measured"
+    return better if measured > 1 + margin else worse if measured < 1 - margin else "no difference beyond noise"
+
+
+def levers(ctx: Context) -> dict[str, Any]:
+    """Threads, attention implementation, trie vs flat, batching: predicted, then measured."""
+    import torch
+
+    cfg = ctx.cfg
+    prompts = ctx.prompts(cfg.n_lever)
+    out: list[dict[str, Any]] = []
+    detail: dict[str, Any] = {}
+    sc = ctx.scorer("trie", 1)
+    if cfg.device == "cpu" and len(cfg.threads) > 1:
+        keep = torch.get_num_threads()
+        times = {}
+        for n in cfg.threads:
+            ctx.say(f"lever: {n} torch threads")
+            torch.set_num_threads(n)
+            times[n] = _ms(ctx.time_each(lambda p: sc.score([p]), prompts)[0])
+        torch.set_num_threads(keep)
+        lo, hi = min(cfg.threads), max(cfg.threads)
+        meas = ratio(times[lo]["p50_ms"], times[hi]["p50_ms"])
+        pred = round(min(hi / lo, 1.6), 2)
+        out.append({"lever": f"torch threads {hi} vs {lo}", "predicted": pred, "measured": meas,
+                    "prediction": f"up to {pred}x on idle cores (matmul-bound); ~1x or worse when other jobs "
+                                  "hold the cores (OpenMP threads wait on each other)",
+                    "verdict": _verdict(meas, f"{hi} threads pay", f"{lo} thread(s) faster here (keep)", 0.15)})
+        detail["threads"] = times
+    if len(cfg.attn) > 1:
+        impl0 = ctx.model.config._attn_implementation
+        times, scores = {}, {}
+        for impl in cfg.attn:
+            ctx.say(f"lever: {impl} attention")
+            try:
+                ctx.model.set_attn_implementation(impl)
+            except (ValueError, ImportError, AttributeError) as e:
+                times[impl] = {"error": str(e)}
+                continue
+            t, o = ctx.time_each(lambda p: sc.score([p]), prompts)
+            times[impl], scores[impl] = _ms(t), np.vstack(o)
+        ctx.model.set_attn_implementation(impl0)
+        a, b = cfg.attn[0], cfg.attn[1]
+        share = _flops(ctx, np.mean([len(p) for p in prompts]), sc.n_label_tokens)["attention_share"]
+        meas = ratio(times[b].get("p50_ms"), times[a].get("p50_ms")) if a in scores and b in scores else None
+        out.append({"lever": f"{a} vs {b} attention", "predicted": 1.0, "measured": meas,
+                    "prediction": f"attention is {share:.0%} of the FLOPs at this length and the trie pass "
+                                  "passes a 4-D mask (SDPA's math path on CPU): within noise",
+                    "verdict": _verdict(meas, f"{a} faster (keep)", f"{b} faster (report)")})
+        if a in scores and b in scores:
+            detail["attn_max_abs_diff"] = float(np.abs(scores[a] - scores[b]).max())
+        detail["attn"] = times
+    sb = ctx.results.get("scoring", {}).get("budgets", {}).get(str(ctx.budget))
+    if sb:
+        flat_tokens = ctx.scorer("flat", 1).n_label_tokens
+        p = sb["prompt_tokens"]["mean"]
+        pred = round((p + flat_tokens) / (p + sc.n_label_tokens), 2)
+        meas = ratio(sb["methods"]["flat"]["p50_ms"], sb["methods"]["trie"]["p50_ms"])
+        out.append({"lever": "trie vs flat label pass", "predicted": pred, "measured": meas,
+                    "prediction": f"tokens fed: prompt {p:.0f} + labels {sc.n_label_tokens} (trie) vs "
+                                  f"{flat_tokens} (flat)",
+                    "verdict": _verdict(meas, "trie faster (the default; keep)", "flat faster (report)", 0.05)})
+        pb = sb["methods"].get(f"trie_batch{cfg.batch}")
+        if pb:
+            meas = ratio(sb["methods"]["trie"]["p50_ms"], pb["p50_ms"])
+            out.append({"lever": f"batch {cfg.batch} vs 1 (scoring)", "predicted": 1.0, "measured": meas,
+                        "prediction": f"a {p:.0f}-token prompt already fills the matmuls on a CPU; "
+                                      "left padding adds work",
+                        "verdict": _verdict(meas, "batching pays", "batch 1 faster here")})
+    many = ctx.prompts(16)
+    shared = next((i for i in range(min(map(len, many))) if any(q[i] != many[0][i] for q in many)),
+                  min(map(len, many)))
+    p, t = float(np.mean([len(q) for q in many])), sc.n_label_tokens
+    out.append({"lever": "shared prompt prefix KV computed once (not implemented)",
+                "predicted": round((p + t) / (p - shared + t), 2), "measured": None,
+                "prediction": f"every prompt starts with the same {shared} tokens (system prompt + history header) "
+                              f"of {p:.0f}; their KV cache is identical for all shoppers (exact)",
+                "verdict": "predicted only: report to the lead"})
+    detail["shared_prefix_tokens"] = shared
+    return {"levers": out, "detail": detail, "rows": []}
+
+
+# --------------------------------------------------------------------------------------- generation
+
+
+def _clock_streamer(sync: Callable[[], None]) -> Any:
+    from transformers.generation.streamers import BaseStreamer
+
+    class Clock(BaseStreamer):
+        """Records the time of every `put` (the first is the prompt, then one per new token)."""
+
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def put(self, value: Any) -> None:
+            sync()
+            self.times.append(time.perf_counter())
+
+        def end(self) -> None:
+            pass
+
+    return Clock()
+
+
+def _generate(ctx: Context, head: list[int], n: int, use_cache: bool) -> tuple[float, list[float], list[int]]:
+    import torch
+
+    from .scoring import _device
+
+    ids = torch.tensor([head], device=_device(ctx.model))
+    clock = _clock_streamer(ctx.sync)
+    eos = ctx.tok.eos_token_id
+    ctx.sync()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = ctx.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                 min_new_tokens=n, do_sample=False, use_cache=use_cache, streamer=clock,
+                                 eos_token_id=eos, pad_token_id=ctx.tok.pad_token_id or eos)
+    return t0, clock.times[1:], out[0, len(head):].tolist()
+
+
+def generation(ctx: Context) -> dict[str, Any]:
+    """Greedy explanation after `prompt + label + newline` (as the service generates): TTFT, tokens/s,
+    with the KV cache vs the same generation without it (every step re-reads the whole prompt)."""
+    cfg = ctx.cfg
+    label = ctx.labels[0]
+    tail = list(ctx.tok(label + "\n", add_special_tokens=False)["input_ids"])
+    heads = [p + tail for p in ctx.prompts(cfg.n_generate)]
+    ttft, rate, first_tokens = [], [], []
+    _generate(ctx, heads[0], 2, True)  # warm-up
+    for h in heads:
+        ctx.say(f"generation, {cfg.gen_tokens} tokens with the KV cache")
+        t0, times, toks = _generate(ctx, h, cfg.gen_tokens, True)
+        ttft.append(times[0] - t0)
+        rate.append((len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan"))
+        first_tokens.append(toks)
+    ctx.say(f"generation, {cfg.no_cache_tokens} tokens without the cache (baseline)")
+    t0, times, toks = _generate(ctx, heads[0], cfg.no_cache_tokens, False)
+    nc_ttft = times[0] - t0
+    nc_rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
+    same = toks == first_tokens[0][: len(toks)]
+    ttft_ms, tps = _ms(ttft), round(float(np.median(rate)), 2)
+    score = ctx.results.get("scoring", {}).get("budgets", {}).get(str(ctx.budget), {}).get("methods", {})
+    rows = [row("generation", "decode tokens/s (KV cache)", tps, "tokens/s", "no KV cache", round(nc_rate, 2),
+                better="higher"),
+            row("generation", "time to first token p50", ttft_ms["p50_ms"], "ms", "trie scoring p50 (same budget)",
+                score.get("trie", {}).get("p50_ms")),
+            row("generation", f"explanation of {cfg.gen_tokens} tokens, total",
+                round(ttft_ms["p50_ms"] + 1000 * (cfg.gen_tokens - 1) / tps, 1), "ms")]
+    return {"ttft": ttft_ms, "tokens_per_s": tps, "no_cache": {"ttft_ms": round(nc_ttft * 1000, 1),
+            "tokens_per_s": round(nc_rate, 3), "tokens": len(toks), "same_tokens_as_cached": same},
+            "prompt_tokens": [len(h) for h in heads], "label": label, "rows": rows,
+            "note": f"greedy, fixed {cfg.gen_tokens} new tokens (min_new_tokens); the no-cache baseline generates "
+                    f"{cfg.no_cache_tokens} tokens and {'matches' if same else 'DIFFERS from'} the cached ones"}
+
+
+# ------------------------------------------------------------------------------------------ predict
+
+
+def predict(ctx: Context) -> dict[str, Any]:
+    """`InterestService.predict` (products + audit row), explain off and on, vs bare scoring of the same shopper."""
+    from .paths import home
+    from .service import InterestService
+    from .service_config import ServiceConfig
+
+    cfg = ctx.cfg
+    folder = cfg.index_dir or str(home() / "cache" / "bench-index" / ctx.ds.name)
+    with tempfile.TemporaryDirectory() as tmp:
+        scfg = ServiceConfig(audit_path=str(Path(tmp) / "audit.sqlite"), serialize={"token_budget": ctx.budget},
+                             max_new_tokens=cfg.gen_tokens, device="cuda" if cfg.device.startswith("cuda") else "cpu",
+                             dtype=cfg.dtype, index_dir=folder, level=cfg.level)
+        ctx.say("predict: building the service (item index cached in " + folder + ")")
+        t0 = time.perf_counter()
+        with InterestService.from_dataset(ctx.ds, scfg, loaded=ctx.loaded) as svc:
+            start_s = time.perf_counter() - t0
+            users = svc.user_ids()
+            take = np.random.default_rng(cfg.seed).permutation(len(users))[: cfg.n_predict + 1]
+            uids = [users[i] for i in take]
+            warm, uids = uids[0], uids[1:] or uids
+            svc.predict(warm, explain=False)
+            res: dict[str, Any] = {"service_start_s": round(start_s, 1)}
+            for name, fn in (
+                ("bare_scoring", lambda u: svc.ranker.logprobs([svc.history(u)])),
+                ("predict", lambda u: svc.predict(u, explain=False)),
+                ("predict_explain", lambda u: svc.predict(u, explain=True)),
+            ):
+                ctx.say(f"predict: {name}")
+                t, outs = [], []
+                for u in uids:
+                    ctx.sync()
+                    t1 = time.perf_counter()
+                    outs.append(fn(u))
+                    ctx.sync()
+                    t.append(time.perf_counter() - t1)
+                res[name] = _ms(t)
+                if name != "bare_scoring":
+                    keys = sorted({k for o in outs for k in o.timings_ms})
+                    res[name]["timings_ms_p50"] = {
+                        k: round(float(np.median([o.timings_ms.get(k, 0.0) for o in outs])), 2) for k in keys}
+            res["audit_rows"] = svc.audit.count()
+    bare = res["bare_scoring"]["p50_ms"]
+    rows = [row("predict", "predict, explain=False p50 (products + audit)", res["predict"]["p50_ms"], "ms",
+                "bare scoring of the same shopper p50", bare),
+            row("predict", "predict, explain=True p50", res["predict_explain"]["p50_ms"], "ms",
+                "bare scoring p50", bare)]
+    res.update(rows=rows, note=f"{len(uids)} stored shoppers, history budget {ctx.budget} tokens, "
+                               f"{cfg.gen_tokens}-token explanations; speed-up < 1 is the serving overhead")
+    return res

@@ -1,0 +1,147 @@
+"""`llmint bench`: its pure parts (ratios, rows, config checks, table, JSON) and one small real run.
+
+Timings are never asserted: the real run checks that every section is there and that the
+KV-reuse scores match the naive ones.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from click.testing import CliRunner
+from conftest import shop
+
+from llmint.bench import SECTIONS, BenchConfig, format_table, ratio, row, write
+from llmint.bench_scoring import BenchScoringConfig
+from llmint.cli import cli
+
+
+@pytest.mark.parametrize(("value", "baseline", "want"), [
+    (30.0, 10.0, 3.0), (1.0, 3.0, 0.33), (5.0, 0.0, None), (None, 2.0, None), (2.0, None, None), (0.0, 4.0, 0.0),
+])
+def test_ratio(value, baseline, want):
+    assert ratio(value, baseline) == want
+
+
+def test_row_speedup_is_above_one_when_better_than_the_baseline():
+    assert row("s", "latency", 10.0, "ms", "naive", 40.0)["speedup"] == 4.0  # lower is better
+    assert row("s", "rate", 20.0, "1/s", "batch 1", 5.0, better="higher")["speedup"] == 4.0
+    assert row("s", "memory", 100.0, "MiB")["speedup"] is None
+    with pytest.raises(ValueError, match="better="):
+        row("s", "x", 1.0, "ms", better="faster")
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"device": "tpu"}, "device="),
+    ({"dtype": "int8"}, "dtype="),
+    ({"sections": ("scoring", "nope")}, "sections"),
+    ({"attn": ("flash",)}, "attn"),
+    ({"history_tokens": ()}, "history_tokens is empty"),
+    ({"history_tokens": (256, 0)}, "history_tokens=0"),
+    ({"n_shoppers": 0}, "n_shoppers=0"),
+    ({"batch": True}, "batch=True"),
+    ({"naive_labels": 0}, "naive_labels=0"),
+    ({"warmup": -1}, "warmup=-1"),
+    ({"index_size": 150, "index_queries": 100}, "index_size=150"),
+])
+def test_config_rejects_bad_values_and_names_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BenchConfig(**kwargs)
+
+
+def test_config_defaults_and_coercion():
+    c = BenchConfig(history_tokens=256, sections="scoring", device="cuda:1")
+    assert c.history_tokens == (256,) and c.sections == ("scoring",)
+    assert BenchConfig().sections == SECTIONS and BenchConfig().history_tokens[0] == 256
+    assert BenchConfig(naive_labels=None).naive_labels is None
+
+
+def test_bench_scoring_config_checks_its_new_fields():
+    assert BenchScoringConfig(serialize={"token_budget": 256}).serialize == {"token_budget": 256}
+    with pytest.raises(ValueError, match="n_naive=0"):
+        BenchScoringConfig(n_naive=0)
+
+
+def _result() -> dict:
+    return {
+        "config": {"device": "cpu", "dtype": "float32", "torch_threads": 1, "dataset": "office"},
+        "dataset": "office",
+        "machine": {"cpu": "Test CPU", "cpus": 2, "loadavg": 3.5, "torch": "2.x"},
+        "rows": [row("scoring", "trie p50", 1234.5, "ms/shopper", "naive p50", 37000.0),
+                 row("throughput", "peak memory", 900.0, "MiB"),
+                 row("lora", "examples/s", 0.5, "examples/s", "forward-only", 2.0, better="higher")],
+        "sections": {
+            "scoring": {"note": "scores match naive"},
+            "levers": {"levers": [{"lever": "threads 2 vs 1", "prediction": "p", "predicted": 1.6, "measured": 0.9,
+                                   "verdict": "no difference beyond noise"}]},
+            "roofline": {"summary": "compute-bound"},
+        },
+    }
+
+
+def test_format_table_has_every_row_the_levers_roofline_and_notes():
+    md = format_table(_result())
+    lines = md.splitlines()
+    header = [ln for ln in lines if ln.startswith("| section |")]
+    assert len(header) == 1
+    assert "| scoring | trie p50 | 1,234 | ms/shopper | naive p50 | 37,000 | 29.97x |" in lines
+    assert "| throughput | peak memory | 900 | MiB | - | - | - |" in lines
+    assert "| lora | examples/s | 0.5 | examples/s | forward-only | 2 | 0.25x |" in lines
+    assert "| threads 2 vs 1 | p | 1.6 | 0.9 | no difference beyond noise |" in lines
+    assert "Roofline: compute-bound" in lines and "- scoring: scores match naive" in lines
+    assert "Test CPU, 2 CPUs (load average 3.5 at start)" in md
+
+
+def test_write_puts_sorted_json_and_the_table_beside_it(tmp_path):
+    js, md = write(_result(), tmp_path / "sub" / "bench.json")
+    assert md == tmp_path / "sub" / "bench.md" and md.read_text() == format_table(_result())
+    data = json.loads(js.read_text())
+    assert data["rows"][0]["speedup"] == 29.97 and list(data) == sorted(data)
+
+
+def test_cli_bench_help_and_bad_option():
+    r = CliRunner().invoke(cli, ["bench", "--help"])
+    assert r.exit_code == 0
+    for opt in ("--device", "--dtype", "--out", "--history-tokens", "--section"):
+        assert opt in r.output
+    r = CliRunner().invoke(cli, ["bench", "--dtype", "int8"])
+    assert r.exit_code == 2 and "dtype='int8'" in r.output
+
+
+@pytest.mark.real
+def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tmp_path):
+    import torch
+
+    from llmint.bench import run
+
+    ds = shop(n_users=6, length=5)
+    cfg = BenchConfig(history_tokens=(16,), n_shoppers=2, batch=2, n_naive=1, naive_labels=2, batch_sizes=(2,),
+                      n_throughput=2, threads=(1,), attn=("sdpa", "eager"), n_lever=1, gen_tokens=3, n_generate=1,
+                      no_cache_tokens=2, n_predict=1, index_dir=str(tmp_path / "index"), index_size=1200,
+                      index_queries=10, lora_steps=1, lora_batch=1, warmup=0)
+    threads = torch.get_num_threads()
+    res = run(cfg, lambda msg: print(msg, file=sys.stderr), dataset=ds, loaded=smollm2, lora_dataset=ds)
+    assert torch.get_num_threads() == threads  # restored
+    assert list(res["sections"]) == list(SECTIONS)
+    for name, sec in res["sections"].items():
+        assert sec["wall_s"] >= 0 and sec["memory"]["max_rss_mb"] > 0, name
+    assert {r["section"] for r in res["rows"]} == set(SECTIONS) - {"levers"}
+    sc = res["sections"]["scoring"]
+    assert sc["max_abs_diff_vs_naive"] < 1e-3  # KV reuse (trie, flat, batched) = one forward per label
+    m = sc["budgets"]["16"]["methods"]
+    assert set(m) == {"naive", "flat", "trie", "trie_batch2"}
+    assert all(v["max_abs_diff_vs_naive"] < 1e-3 for k, v in m.items() if k != "naive")
+    assert res["sections"]["generation"]["no_cache"]["same_tokens_as_cached"] is True
+    assert res["sections"]["levers"]["detail"]["attn_max_abs_diff"] < 1e-3
+    assert [lv["lever"] for lv in res["sections"]["levers"]["levers"]] == [
+        "sdpa vs eager attention", "trie vs flat label pass", "batch 2 vs 1 (scoring)",
+        "shared prompt prefix KV computed once (not implemented)"]
+    assert res["sections"]["levers"]["detail"]["shared_prefix_tokens"] > 0
+    assert res["sections"]["predict"]["audit_rows"] == 1 + 2 * cfg.n_predict  # warm-up + explain off + on
+    assert res["sections"]["lora"]["examples_per_s"] > 0
+    assert smollm2.model.config._attn_implementation == "sdpa"  # the lever put it back
+    js, md = write(res, tmp_path / "bench.json")
+    assert json.loads(js.read_text())["sections"].keys() == res["sections"].keys()
+    assert "| scoring |" in md.read_text() and "Roofline:" in md.read_text()
