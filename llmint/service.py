@@ -490,7 +490,7 @@ class InterestService:
         self.taxonomy.index(category)  # UnknownIdError names the category
         req = self._request(history_or_user_id)
         skip = set(exclude)
-        s = replace(self._settings(False, 1, n + len(skip)), n_products=n + len(skip))
+        s = self._settings(False, 1, n + len(skip))  # n_products clamped to the catalogue
         return tuple(p for p in self._products(req.events, category, s) if p.item_id not in skip)[:n]
 
     def _decoding(self, s: _Settings) -> dict[str, Any]:
@@ -501,14 +501,17 @@ class InterestService:
                 "history_format": HISTORY_FORMAT, "labels_sha256": self.labels_sha256,
                 "serialize": asdict(self.ranker.serialize_config)}
 
+    def _top(self, p: np.ndarray, k: int) -> tuple[CategoryScore, ...]:
+        """The `k` most probable labels, ties in taxonomy order."""
+        return tuple(CategoryScore(self.taxonomy.labels[j], float(p[j])) for j in np.argsort(-p, kind="stable")[:k])
+
     def _output(self, req: _Request, out: dict[str, Any], s: _Settings) -> dict[str, Any]:
         p = out["p"]
-        top = np.argsort(-p, kind="stable")[: s.top_k]
         ex = out["ex"]
         return {
             "distribution": [float(x) for x in p],
             "labels": list(self.taxonomy.labels),
-            "top": [{"category": self.taxonomy.labels[j], "probability": float(p[j])} for j in top],
+            "top": [asdict(t) for t in self._top(p, s.top_k)],
             "top_category": out["label"],
             "explanation": None if ex is None else {
                 "text": ex["text"], "source": ex["source"], "model_text": ex["model_text"],
@@ -539,10 +542,9 @@ class InterestService:
         audit_id = self.audit.append(record)
         timings["audit"] = (time.perf_counter() - t_audit) * 1000
         timings["total"] = (time.perf_counter() - t0) * 1000
-        top = np.argsort(-p, kind="stable")[: s.top_k]
         return Prediction(
             user_id=req.user_id,
-            top=tuple(CategoryScore(self.taxonomy.labels[j], float(p[j])) for j in top),
+            top=self._top(p, s.top_k),
             distribution={lab: float(p[j]) for j, lab in enumerate(self.taxonomy.labels)},
             explanation=None if ex is None else ex["text"],
             explanation_source=None if ex is None else ex["source"],
@@ -579,8 +581,7 @@ class InterestService:
 
         out = self._compute([req], replace(s, explain=False))[0]
         label, ser = out["label"], out["ser"]
-        top = np.argsort(-out["p"], kind="stable")[: s.top_k]
-        stream.top = tuple(CategoryScore(self.taxonomy.labels[j], float(out["p"][j])) for j in top)
+        stream.top = self._top(out["p"], s.top_k)
         t1 = time.perf_counter()
         if not req.events:
             ex = self._prior_explanation(label)
