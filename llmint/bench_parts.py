@@ -71,8 +71,11 @@ class Context:
         return CategoryScorer(self.model, self.tok, self.labels, label_prefix="", terminator="\n",
                               mode=mode, batch_size=batch_size)
 
-    def time_each(self, fn: Callable[[Any], Any], items: list[Any]) -> tuple[list[float], list[Any]]:
-        for _ in range(self.cfg.warmup):
+    def time_each(self, fn: Callable[[Any], Any], items: list[Any], warmup: int | None = None,
+                  ) -> tuple[list[float], list[Any]]:
+        """Seconds per call of `fn` on each item (device synchronised), after `warmup` calls
+        (default: the config's) on the first item; and the outputs."""
+        for _ in range(self.cfg.warmup if warmup is None else warmup):
             fn(items[0])
         times, outs = [], []
         for it in items:
@@ -356,13 +359,7 @@ def predict(ctx: Context) -> dict[str, Any]:
                 ("predict_explain", lambda u: svc.predict(u, explain=True)),
             ):
                 ctx.say(f"predict: {name}")
-                t, outs = [], []
-                for u in uids:
-                    ctx.sync()
-                    t1 = time.perf_counter()
-                    outs.append(fn(u))
-                    ctx.sync()
-                    t.append(time.perf_counter() - t1)
+                t, outs = ctx.time_each(fn, uids, warmup=0)  # warmed up above: no extra audit rows
                 res[name] = _ms(t)
                 if name != "bare_scoring":
                     keys = sorted({k for o in outs for k in o.timings_ms})
