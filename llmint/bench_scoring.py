@@ -66,7 +66,7 @@ def run(cfg: BenchScoringConfig, progress: Any = None, *, dataset: Any = None, l
     instead of being loaded from `cfg.dataset` and `cfg.model`."""
     import torch
 
-    from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
+    from .llm_ranker import LLMCategoryRanker, LLMRankerConfig, shared_prefix_ids
     from .loaders import load_dataset
     from .scoring import CategoryScorer, naive_scores
     from .split import SplitConfig, make_split
@@ -126,12 +126,21 @@ def run(cfg: BenchScoringConfig, progress: Any = None, *, dataset: Any = None, l
         sc = CategoryScorer(model, tok, labels, mode=mode, batch_size=1, **kw)
         t, out = timed(lambda p, sc=sc: sc.score([p]), prompts)
         res["methods"][mode] = {**_pct(t), "max_abs_diff_vs_naive": diff(out)}
-    say(f"trie, batches of {cfg.batch}")
-    sc = CategoryScorer(model, tok, labels, mode="trie", batch_size=cfg.batch, **kw)
+    prefix = shared_prefix_ids(tok, ranker.prompt_template)
+    say(f"trie + shared prefix ({len(prefix)} tokens cached once)")
+    sc = CategoryScorer(model, tok, labels, mode="trie", batch_size=1, **kw)
+    sc.set_prefix(prefix)
+    t, out = timed(lambda p, sc=sc: sc.score([p]), prompts)
+    res["methods"]["trie_prefix"] = {**_pct(t), "max_abs_diff_vs_naive": diff(out)}
+    res["shared_prefix_tokens"] = len(prefix)
     groups = [prompts[i : i + cfg.batch] for i in range(0, len(prompts), cfg.batch)]
-    t, out = timed(lambda g: sc.score(g), groups)
-    per = [tt / len(g) for tt, g in zip(t, groups, strict=True)]
-    res["methods"][f"trie_batch{cfg.batch}"] = {**_pct(per), "max_abs_diff_vs_naive": diff(out)}
+    for name, pre in ((f"trie_batch{cfg.batch}", None), (f"trie_prefix_batch{cfg.batch}", prefix)):
+        say(f"{name}: trie, batches of {cfg.batch}" + (", shared prefix" if pre else ""))
+        sc = CategoryScorer(model, tok, labels, mode="trie", batch_size=cfg.batch, **kw)
+        sc.set_prefix(pre)
+        t, out = timed(lambda g, sc=sc: sc.score(g), groups)
+        per = [tt / len(g) for tt, g in zip(t, groups, strict=True)]
+        res["methods"][name] = {**_pct(per), "max_abs_diff_vs_naive": diff(out)}
     base = res["methods"]["naive"]["p50_ms"]
     for m in res["methods"].values():
         m["speedup_p50_vs_naive"] = round(base / m["p50_ms"], 1) if m["p50_ms"] else None

@@ -63,6 +63,24 @@ def chat_prompt_ids(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> li
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def shared_prefix_ids(tokenizer: Any, prompt: Any) -> list[int]:
+    """The token ids every rendered prompt of `prompt` starts with (the system turn and chat header).
+
+    Found as the common prefix of two renders with different histories, less two
+    tokens so that a merge across the boundary cannot make a real prompt differ.
+    The scorer caches its K/V once instead of recomputing it for every shopper.
+    """
+    ids = []
+    for history in ("a", "b"):
+        r = prompt.render(history=history)
+        ids.append(chat_prompt_ids(tokenizer, [{"role": "system", "content": r.system},
+                                               {"role": "user", "content": r.user}]))
+    n = 0
+    while n < min(map(len, ids)) and ids[0][n] == ids[1][n]:
+        n += 1
+    return ids[0][: max(n - 2, 0)]
+
+
 def load_adapter(model: Any, adapter: str) -> Any:
     """`model` with the peft adapter folder `adapter` applied, in eval mode (raises on a bad folder)."""
     from pathlib import Path
@@ -157,6 +175,7 @@ class LLMCategoryRanker:
             model, tok, self.taxonomy.labels, label_prefix="", terminator="\n",
             mode=self.cfg.mode, batch_size=self.cfg.batch_size,
         )
+        self._scorer.set_prefix(shared_prefix_ids(tok, self._prompt) or None)
 
     def _count(self, s: str) -> int:
         return len(self._tok(s, add_special_tokens=False)["input_ids"])
@@ -185,6 +204,12 @@ class LLMCategoryRanker:
         """The scoring model (with its adapter, if any)."""
         self._ensure()
         return self._model
+
+    @property
+    def loaded(self) -> Any:
+        """The `LoadedModel` (base weights, spec, hash) under the scoring model."""
+        self._ensure()
+        return self._loaded
 
     @property
     def tokenizer(self) -> Any:
@@ -261,4 +286,4 @@ class LLMCategoryRanker:
         raise TypeError(f"{self.name} reads events, not tokens: call predict_events(histories of Event)")
 
 
-__all__ = ["LLMCategoryRanker", "LLMRankerConfig", "chat_prompt_ids", "load_adapter"]
+__all__ = ["LLMCategoryRanker", "LLMRankerConfig", "chat_prompt_ids", "load_adapter", "shared_prefix_ids"]

@@ -191,6 +191,8 @@ class CategoryScorer:
         self._trie = _build_trie(self.label_ids)
         pad = tokenizer.pad_token_id
         self._pad_id = int(pad if pad is not None else self.label_ids[0][-1])
+        self._prefix_ids: tuple[int, ...] = ()
+        self._prefix_kv: list[tuple[Any, Any]] | None = None
 
     @property
     def n_label_tokens(self) -> int:
@@ -233,10 +235,47 @@ class CategoryScorer:
 
     __call__ = score
 
+    def set_prefix(self, prefix: Prompt | None) -> None:
+        """Cache the K/V of a token prefix that prompts share (a chat template's system turn).
+
+        Prompts that start with `prefix` (and go on past it) then run only their
+        own tokens, attending to the cached prefix; others take the full pass.
+        Scores equal the uncached ones up to float error. The K/V is computed on
+        first use with this scorer's model, so set it again after changing the
+        model's weights. `None` drops the cache.
+        """
+        if prefix is None:
+            self._prefix_ids, self._prefix_kv = (), None
+            return
+        (ids,) = self.prompt_ids([prefix])
+        self._prefix_ids, self._prefix_kv = tuple(ids), None
+
+    @property
+    def prefix_len(self) -> int:
+        """Tokens in the cached shared prefix (0: none)."""
+        return len(self._prefix_ids)
+
+    def _prefix_cache(self, n: int) -> Any:
+        """A fresh cache holding the prefix's K/V for `n` rows (the pass appends to it)."""
+        import torch
+        from transformers import DynamicCache
+
+        if self._prefix_kv is None:
+            ids = torch.tensor([self._prefix_ids], device=_device(self.model))
+            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            self._prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        cache = DynamicCache(ddp_cache_data=self._prefix_kv)
+        cache.batch_repeat_interleave(n)
+        return cache
+
     def _score_batch(self, batch: list[list[int]]) -> np.ndarray:
         import torch
 
         device = _device(self.model)
+        p = len(self._prefix_ids)
+        shared = p > 0 and all(len(x) > p and tuple(x[:p]) == self._prefix_ids for x in batch)
+        if shared:
+            batch = [x[p:] for x in batch]
         n, lp_max = len(batch), max(len(x) for x in batch)
         input_ids = torch.full((n, lp_max), self._pad_id, dtype=torch.long)
         mask = torch.zeros((n, lp_max), dtype=torch.long)
@@ -245,10 +284,16 @@ class CategoryScorer:
             mask[i, lp_max - len(x) :] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        if shared:  # [prefix][left padding][own tokens]: positions go on from the prefix
+            cache = self._prefix_cache(n)
+            positions = positions + p
+            mask = torch.cat([torch.ones((n, p), dtype=mask.dtype, device=device), mask], dim=1)
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions,
+            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
         )

@@ -131,13 +131,13 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     sc = res["sections"]["scoring"]
     assert sc["max_abs_diff_vs_naive"] < 1e-3  # KV reuse (trie, flat, batched) = one forward per label
     m = sc["budgets"]["16"]["methods"]
-    assert set(m) == {"naive", "flat", "trie", "trie_batch2"}
+    assert set(m) == {"naive", "flat", "trie", "trie_prefix", "trie_batch2", "trie_prefix_batch2"}
     assert all(v["max_abs_diff_vs_naive"] < 1e-3 for k, v in m.items() if k != "naive")
     assert res["sections"]["generation"]["no_cache"]["same_tokens_as_cached"] is True
     assert res["sections"]["levers"]["detail"]["attn_max_abs_diff"] < 1e-3
     assert [lv["lever"] for lv in res["sections"]["levers"]["levers"]] == [
         "sdpa vs eager attention", "trie vs flat label pass", "batch 2 vs 1 (scoring)",
-        "shared prompt prefix KV computed once (not implemented)"]
+        "shared prompt prefix K/V computed once (CategoryScorer.set_prefix)"]
     assert res["sections"]["levers"]["detail"]["shared_prefix_tokens"] > 0
     assert res["sections"]["predict"]["audit_rows"] == 1 + 2 * cfg.n_predict  # warm-up + explain off + on
     assert res["sections"]["lora"]["examples_per_s"] > 0

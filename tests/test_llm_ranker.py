@@ -33,6 +33,8 @@ def test_prompt_is_the_fine_tuning_prompt_and_scores_equal_naive(smollm2, ds) ->
     msgs = [{"role": "system", "content": rp.system}, {"role": "user", "content": rp.user}]
     assert ids == chat_prompt_ids(smollm2.tokenizer, msgs)
     got = r.logprobs([hist])
+    p = r._scorer.prefix_len  # the system turn is cached once and this prompt goes through it
+    assert p > 100 and tuple(ids[:p]) == r._scorer._prefix_ids and len(ids) > p
     labels = list(r.taxonomy.labels)
     ref = naive_scores(smollm2.model, smollm2.tokenizer, [ids], labels, label_prefix="", terminator="\n")
     assert np.abs(got - ref).max() < 1e-3

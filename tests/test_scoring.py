@@ -105,6 +105,49 @@ def test_kv_reuse_equals_naive(tiny_lm, tiny_tok, reference, mode, batch_size):
     assert (got < 0).all()
 
 
+PREFIXED = [
+    "1. the user bought a pen",
+    "1. the user bought a pen and then some paper 2. Toys 3. Kitchen next is :",
+    "1. the user Toys Toys next is",
+    "Toys next",  # does not start with the prefix: takes the full pass
+    "1. the user",  # only the prefix: nothing after it, full pass
+]
+
+
+@pytest.mark.parametrize("mode", ["trie", "flat"])
+@pytest.mark.parametrize("batch_size", [1, 3, 5])
+def test_shared_prefix_cache_equals_naive(tiny_lm, tiny_tok, mode, batch_size):
+    ref = naive_scores(tiny_lm, tiny_tok, PREFIXED, LABELS)
+    s = CategoryScorer(tiny_lm, tiny_tok, LABELS, mode=mode, batch_size=batch_size, label_chunk=3)
+    s.set_prefix("1. the user")
+    assert s.prefix_len == 3
+    got = s.score(PREFIXED)
+    assert np.abs(got - ref).max() < 1e-4
+    s.set_prefix(None)
+    assert s.prefix_len == 0
+    assert np.abs(s.score(PREFIXED) - ref).max() < 1e-4
+
+
+def test_shared_prefix_cache_is_computed_once_and_reset(tiny_lm, tiny_tok):
+    s = CategoryScorer(tiny_lm, tiny_tok, LABELS)
+    calls = []
+    hook = tiny_lm.register_forward_hook(
+        lambda m, a, k, o: calls.append(k["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        s.set_prefix("1. the user")
+        s.score(PREFIXED[:1])
+        s.score(PREFIXED[:1])
+    finally:
+        hook.remove()
+    # prefix once (3 tokens), then per call: the 3 own tokens and the label pass
+    assert calls[0] == 3
+    assert calls.count(3) == 3  # the prefix pass + two own-token passes of "bought a pen"
+    assert s._prefix_kv is not None
+    s.set_prefix("1. the user")  # setting it again drops the cached K/V (weights may have changed)
+    assert s._prefix_kv is None
+
+
 def test_naive_is_the_sum_of_token_logprobs_including_eos(tiny_lm, tiny_tok, reference):
     """Hand-check one cell: log p(Office | prompt) + log p(<eos> | prompt, Office)."""
     prompt = tiny_tok(PROMPTS[0], add_special_tokens=False)["input_ids"]
