@@ -76,12 +76,14 @@ def datasets(data_dir: Path | None) -> None:
               help="peft adapter folder to evaluate as llm+<name> (repeatable; implies --llm).")
 @click.option("--llm-max-valid", type=int, default=200, show_default=True,
               help="Validation cases used to fit the LLM's temperature.")
+@click.option("--zero-shot/--no-zero-shot", "zero_shot", default=True, show_default=True,
+              help="With --llm or --adapter: score the zero-shot LLM as well as the adapters.")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True,
               help="Where the JSON, Markdown and PNG report go.")
 def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: tuple[str, ...], seed: int,
              max_test_cases: int | None, sasrec_epochs: int | None, device: str, n_boot: int,
              retrieval: bool, embedder: str | None, llm: bool, llm_model: str | None, adapters: tuple[str, ...],
-             llm_max_valid: int, out_dir: Path) -> None:
+             llm_max_valid: int, zero_shot: bool, out_dir: Path) -> None:
     """Evaluate every baseline (and the LLM with --llm) on one dataset: chronological split, full ranking, CIs.
 
     Writes <out-dir>/<dataset>.json, .md and .png and prints the Markdown table.
@@ -93,7 +95,7 @@ def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: t
                          seed=seed, max_test_cases=max_test_cases, sasrec_epochs=sasrec_epochs,
                          sasrec_device=device, n_boot=n_boot, retrieval=retrieval, embedder=embedder,
                          llm=llm or bool(adapters), llm_model=llm_model, llm_adapters=adapters,
-                         llm_max_valid=llm_max_valid, out_dir=str(out_dir))
+                         llm_max_valid=llm_max_valid, llm_zero_shot=zero_shot, out_dir=str(out_dir))
         paths = run(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
     except LlmintError as err:
         raise _fail(err) from err
@@ -237,6 +239,41 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
     paths = write(res, out)
     click.echo(format_table(res))
     click.echo(" ".join(str(p) for p in paths), err=True)
+
+
+@cli.command("score")
+@click.option("--dataset", default="movielens", show_default=True,
+              help="Dataset name (see `llmint datasets`) or a CSV/JSONL/Parquet events file.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for part-*.parquet and manifest.json.")
+@click.option("--level", type=int, default=None, help="Category level (default: the dataset's).")
+@click.option("--model", "llm_model", default=None, help="LLM (default: smollm2-135m).")
+@click.option("--adapter", default="auto", show_default=True,
+              help="peft adapter folder, 'none' (zero-shot) or 'auto' (the bundled one for this dataset, if any).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per forward pass.")
+@click.option("--limit", type=int, default=None, help="A seeded sample of this many shoppers (default: all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def score(dataset: str, out_dir: str, level: int | None, llm_model: str | None, adapter: str, device: str,
+          batch_size: int, limit: int | None, seed: int) -> None:
+    """Every shopper's next-category distribution as Parquet (category only, no audit rows).
+
+    One process here; for several, run the same module under torchrun or accelerate:
+    `torchrun --nproc_per_node 4 -m llmint.batch_score --dataset D --out DIR` (CPU) or
+    `accelerate launch --num_processes 8 -m llmint.batch_score --device cuda --dataset D --out DIR`.
+    """
+    from .batch_score import ScoreConfig, run
+
+    try:
+        cfg = ScoreConfig(out_dir=out_dir, dataset=dataset, level=level, model=llm_model, adapter=adapter,
+                          device=device, batch_size=batch_size, limit=limit, seed=seed)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from err
+    try:
+        res = run(cfg, lambda msg: click.echo(msg, err=True))
+    except LlmintError as err:
+        raise _fail(err) from err
+    click.echo(json.dumps({k: res[k] for k in ("n_users", "world_size", "wall_s", "shoppers_per_s")}))
 
 
 for _command in COMMANDS:  # predict, observe, audit (llmint/cli_service.py)

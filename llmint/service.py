@@ -139,6 +139,7 @@ class InterestService:
     def __init__(self, config: ServiceConfig | None = None, *, dataset: Dataset | None = None,
                  loaded: Any = None, embedder: Any = None, index: Any = None, audit: Any = None) -> None:
         from .audit import AuditConfig, AuditLog
+        from .bundled import calibrated_temperature, resolve_adapter
         from .evidence import CategoryStats
         from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
         from .split import SplitConfig, make_split, order_events
@@ -162,8 +163,9 @@ class InterestService:
 
             loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
         self.loaded = loaded
+        adapter = resolve_adapter(cfg.adapter, cfg.model, dataset.name)
         self.ranker = LLMCategoryRanker("service", dataset, level, LLMRankerConfig(
-            model=cfg.model, adapter=cfg.adapter, prompt=cfg.prompt, serialize=cfg.serialize,
+            model=cfg.model, adapter=adapter, prompt=cfg.prompt, serialize=cfg.serialize,
             batch_size=cfg.batch_size, mode=cfg.scorer_mode, max_valid=cfg.calibrate_valid,
             device=cfg.device, dtype=cfg.dtype, seed=cfg.seed), loaded=loaded)
         self.taxonomy = self.ranker.taxonomy
@@ -173,8 +175,10 @@ class InterestService:
         split = make_split(dataset.histories(), SplitConfig(seed=cfg.seed))
         if cfg.calibrate_valid > 0:
             self.ranker.fit_events(split.valid)
-        else:
+        elif cfg.temperature is not None:
             self.ranker.temperature = float(cfg.temperature)
+        else:  # the temperature fitted when the adapter was evaluated, if it says
+            self.ranker.temperature = calibrated_temperature(adapter) or 1.0
         self.stats = CategoryStats.from_sequences(split.train.values(), self.items, self.taxonomy)
         counts = np.array([self.stats.popularity.get(lab, 0) for lab in self.taxonomy.labels], np.float64)
         self.prior = (counts + 1.0) / (counts + 1.0).sum()
@@ -190,8 +194,8 @@ class InterestService:
         self.audit = audit
         self.model_id = str(loaded.spec.name)
         self.model_sha256 = str(loaded.weights_sha256)
-        self.adapter_id = cfg.adapter
-        self.adapter_sha256 = adapter_sha256(cfg.adapter) if cfg.adapter else None
+        self.adapter_id = adapter
+        self.adapter_sha256 = adapter_sha256(adapter) if adapter else None
         self.labels_sha256 = _sha256_text("\n".join(self.taxonomy.labels))
         # a template built in code has no file hash: hash its text, once, so replay can compare it
         self.prompt_sha256 = self.prompt.sha256 or _sha256_text(self.prompt.system + "\n" + self.prompt.user)
@@ -403,6 +407,7 @@ class InterestService:
 
     def _compute(self, reqs: Sequence[_Request], s: _Settings) -> list[dict[str, Any]]:
         """The model, explanation and retrieval work for checked requests; no audit."""
+        from .coldstart import blend_prior
         from .scoring import to_distribution
 
         n_lab = len(self.taxonomy)
@@ -416,14 +421,8 @@ class InterestService:
         outs: list[dict[str, Any]] = []
         for i, (req, ser) in enumerate(zip(reqs, sers, strict=True)):
             n = len(req.events)
-            if n == 0:
-                p, w_prior = self.prior.copy(), 1.0
-            else:
-                p = model_p[warm[i]]
-                w_prior = 0.0
-                if n <= s.cold_start_max:
-                    w = n / (n + s.cold_start_strength)
-                    p, w_prior = w * p + (1.0 - w) * self.prior, 1.0 - w
+            p, w_prior = blend_prior(model_p[warm[i]] if n else None, n, self.prior,
+                                     cold_max=s.cold_start_max, strength=s.cold_start_strength)
             label = self.taxonomy.labels[int(np.argmax(p))]
             t1 = time.perf_counter()
             ex = self._explain(req, label, s) if s.explain else None

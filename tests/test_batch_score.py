@@ -1,0 +1,91 @@
+"""Batch scoring of a shopper table: one process and two (torchrun, gloo on CPU) give the same table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmint.batch_score import ScoreConfig, read_scores, run
+from llmint.coldstart import blend_prior
+
+
+def test_blend_prior_weights():
+    prior = np.array([0.25, 0.75])
+    model = np.array([1.0, 0.0])
+    p, w = blend_prior(None, 0, prior, cold_max=3, strength=3.0)
+    assert p.tolist() == prior.tolist() and w == 1.0
+    p, w = blend_prior(model, 3, prior, cold_max=3, strength=3.0)
+    assert w == pytest.approx(0.5) and p == pytest.approx([0.625, 0.375])
+    p, w = blend_prior(model, 4, prior, cold_max=3, strength=3.0)
+    assert w == 0.0 and p.tolist() == model.tolist()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"out_dir": ""}, "out_dir"),
+    ({"out_dir": "x", "chunk": 0}, "chunk"),
+    ({"out_dir": "x", "limit": 0}, "limit"),
+    ({"out_dir": "x", "device": "tpu"}, "device"),
+])
+def test_config_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ScoreConfig(**kwargs)
+
+
+def test_read_scores_refuses_an_unfinished_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        read_scores(tmp_path)
+
+
+def test_cli_score_help():
+    from click.testing import CliRunner
+
+    from llmint.cli import cli
+
+    r = CliRunner().invoke(cli, ["score", "--help"])
+    assert r.exit_code == 0 and "torchrun" in r.output and "--limit" in r.output
+
+
+@pytest.mark.real
+def test_one_process_and_two_processes_write_the_same_table(tmp_path):
+    from llmint.llm_ranker import LLMCategoryRanker, LLMRankerConfig
+    from llmint.loaders import load_dataset
+    from llmint.scoring import to_distribution
+    from llmint.split import order_events
+
+    one = run(ScoreConfig(out_dir=str(tmp_path / "one"), dataset="movielens", limit=4, adapter="none",
+                          progress=False))
+    assert one["n_users"] == 4 and one["world_size"] == 1 and one["adapter"] is None
+    a = read_scores(tmp_path / "one")
+    assert len(a) == 4 and a["user_id"].is_unique
+    probs = np.stack(a["probabilities"].to_numpy())
+    assert probs.shape == (4, len(one["labels"])) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert set(a["top_category"]) <= set(one["labels"])
+    assert all(row.top_k[0] == row.top_category for row in a.itertuples())
+
+    # the same distribution as the ranker gives for the shopper's whole (ordered) history
+    ds = load_dataset("movielens")
+    ranker = LLMCategoryRanker("x", ds, ds.default_level, LLMRankerConfig())
+    rng = np.random.default_rng(0)
+    hist = {u: order_events(e, rng)[-500:] for u, e in sorted(ds.histories().items())}
+    want = to_distribution(ranker.logprobs([hist[u] for u in a["user_id"]]), 1.0)
+    assert np.abs(want - probs).max() < 1e-4
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "llmint.batch_score", "--dataset", "movielens",
+           "--out", str(tmp_path / "two"), "--limit", "4", "--adapter", "none", "--no-progress"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["world_size"] == 2
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert manifest["distributed"].endswith("MULTI_CPU") and [p["n"] for p in manifest["parts"]] == [2, 2]
+    b = read_scores(tmp_path / "two")
+    assert list(b["user_id"]) == list(a["user_id"])
+    assert list(b["top_category"]) == list(a["top_category"])
+    assert np.abs(np.stack(b["probabilities"].to_numpy()) - probs).max() < 1e-4
