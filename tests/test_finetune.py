@@ -391,3 +391,49 @@ def test_resume_refuses_other_data(tmp_path, tiny_model_dir):
     main(cfg, dataset=tiny_dataset())
     with pytest.raises(ValueError, match="data_sha256"):
         main(TrainConfig(**{**cfg.to_dict(), "seed": 2}), dataset=tiny_dataset())
+
+
+# --- launched as accelerate and torchrun run it -----------------------------------------------
+
+_RUNNER = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from test_finetune import tiny_dataset
+from finetune.config import TrainConfig
+from finetune.train import main
+main(TrainConfig.from_json(sys.argv[1]), dataset=tiny_dataset())
+"""
+
+
+def _launch(tmp_path: Path, tiny_model_dir: Path, launcher: list[str]) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    cfg = _cfg(tmp_path, str(tiny_model_dir), max_steps=2, save_every=0, eval_every=0, max_valid_examples=2)
+    cfg_path = tmp_path / "train_config.json"
+    cfg_path.write_text(json.dumps(cfg.to_dict()))
+    runner = tmp_path / "runner.py"
+    runner.write_text(_RUNNER.format(tests=str(Path(__file__).parent)))
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([str(bindir / launcher[0]), *launcher[1:], str(runner), str(cfg_path)], env=env,
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    adapter = tmp_path / "run" / "adapter"
+    assert (adapter / "adapter_model.safetensors").is_file()
+    return json.loads((adapter / "metrics.json").read_text())
+
+
+def test_accelerate_launch_on_one_device(tmp_path, tiny_model_dir):
+    """The documented `accelerate launch --num_processes 1 -m finetune.train` path, on CPU."""
+    m = _launch(tmp_path, tiny_model_dir, ["accelerate", "launch", "--cpu", "--num_processes", "1",
+                                           "--num_machines", "1", "--mixed_precision", "no",
+                                           "--dynamo_backend", "no"])
+    assert m["steps"] == 2 and m["num_processes"] == 1 and m["valid_loss"] > 0
+
+
+def test_two_processes_train_one_adapter_with_ddp(tmp_path, tiny_model_dir):
+    """Two CPU processes (torchrun, gloo): each rank takes its batches, the main one writes the adapter."""
+    m = _launch(tmp_path, tiny_model_dir, ["torchrun", "--nproc_per_node", "2"])
+    assert m["steps"] == 2 and m["num_processes"] == 2 and m["valid_loss"] > 0
