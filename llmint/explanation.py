@@ -47,8 +47,11 @@ class Explanation:
 
 
 def generate_text(model: Any, tokenizer: Any, prompt_ids: Sequence[int], label: str, *,
-                  max_new_tokens: int = 64) -> str:
-    """Greedy continuation of `prompt + label + "\\n"` up to EOS or `max_new_tokens`, decoded."""
+                  max_new_tokens: int = 64, cache: Any = None) -> str:
+    """Greedy continuation of `prompt + label + "\\n"` up to EOS or `max_new_tokens`, decoded.
+
+    `cache`: a fresh K/V cache of a prefix of `prompt_ids` (`LLMCategoryRanker.prefix_cache_for`),
+    so only the tokens after it are run before decoding."""
     import torch
 
     from .scoring import _device
@@ -61,6 +64,7 @@ def generate_text(model: Any, tokenizer: Any, prompt_ids: Sequence[int], label: 
         out = model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
             do_sample=False, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id or eos,
+            past_key_values=cache,
         )
     return tokenizer.decode(out[0, len(head):], skip_special_tokens=True).strip()
 
@@ -76,7 +80,8 @@ def explain_prediction(ranker: Any, history: Sequence[Event], label: str, stats:
         raise ValueError(f"{label!r} is not a label of the taxonomy at level {ranker.taxonomy.level}")
     ser = ranker.serialize(history)
     ids = ranker.prompt_ids(history, ser)
-    model_text = generate_text(ranker.model, ranker.tokenizer, ids, label, max_new_tokens=max_new_tokens)
+    model_text = generate_text(ranker.model, ranker.tokenizer, ids, label, max_new_tokens=max_new_tokens,
+                               cache=ranker.prefix_cache_for(ids))
     model_verdict = check_faithfulness(model_text, ser.positions, label, require_citation=True)
     if model_verdict.ok:
         text, source, verdict = model_text, "model", model_verdict

@@ -205,6 +205,11 @@ class LLMCategoryRanker:
         self._ensure()
         return self._model
 
+    def prefix_cache_for(self, ids: Sequence[int]) -> Any:
+        """A fresh K/V cache of the shared prompt prefix when `ids` start with it (else None), for `generate`."""
+        self._ensure()
+        return self._scorer.prefix_cache_for(ids)
+
     @property
     def loaded(self) -> Any:
         """The `LoadedModel` (base weights, spec, hash) under the scoring model."""

@@ -255,6 +255,17 @@ class CategoryScorer:
         """Tokens in the cached shared prefix (0: none)."""
         return len(self._prefix_ids)
 
+    def prefix_cache_for(self, ids: Sequence[int]) -> Any | None:
+        """A fresh cache holding the shared prefix's K/V when `ids` start with it (and go on), else None.
+
+        For generation after a scored prompt: `model.generate(input_ids=ids, past_key_values=cache)`
+        then runs only the tokens after the prefix before decoding.
+        """
+        p = len(self._prefix_ids)
+        if p == 0 or len(ids) <= p or tuple(ids[:p]) != self._prefix_ids:
+            return None
+        return self._prefix_cache(1)
+
     def _prefix_cache(self, n: int) -> Any:
         """A fresh cache holding the prefix's K/V for `n` rows (the pass appends to it)."""
         import torch

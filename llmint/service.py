@@ -626,7 +626,8 @@ class InterestService:
                     eos = tok.eos_token_id
                     self.ranker.model.generate(
                         input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                        do_sample=False, eos_token_id=eos, pad_token_id=tok.pad_token_id or eos, streamer=streamer)
+                        do_sample=False, eos_token_id=eos, pad_token_id=tok.pad_token_id or eos, streamer=streamer,
+                        past_key_values=self.ranker.prefix_cache_for(head))
             except BaseException as e:  # noqa: BLE001 - re-raised in the consuming thread
                 failure.append(e)
                 streamer.end()

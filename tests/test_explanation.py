@@ -76,3 +76,18 @@ def test_evaluate_explanations_reports_rates_and_examples(setup) -> None:
     assert ex["history_shown"].startswith("History (llmint-history/")
     assert len(ex["top3"]) == 3 and sum(t["p"] for t in ex["top3"]) <= 1.0 + 1e-6
     assert np.isfinite(res["counterfactual"]["n"])
+
+
+def test_generation_through_the_cached_prefix_gives_the_same_text(setup) -> None:
+    from llmint.explanation import generate_text
+
+    r, split, _ = setup
+    for case in split.test[:2]:
+        ids = r.prompt_ids(case.history)
+        cache = r.prefix_cache_for(ids)
+        assert cache is not None and cache.get_seq_length() == r._scorer.prefix_len
+        label = r.taxonomy.labels[0]
+        plain = generate_text(r.model, r.tokenizer, ids, label, max_new_tokens=20)
+        cached = generate_text(r.model, r.tokenizer, ids, label, max_new_tokens=20, cache=cache)
+        assert cached == plain and plain
+    assert r.prefix_cache_for([1, 2, 3]) is None  # not this prompt's prefix: generate runs it all
