@@ -96,8 +96,9 @@ def _service_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Items file (item_id, title, category_path, ...) for an events file --dataset."),
         click.option("--level", type=int, default=None, help="Category level to predict (default: the dataset's)."),
         click.option("--model", default=None, help="LLM: registry name, HF folder or GGUF (default: smollm2-135m)."),
-        click.option("--adapter", type=click.Path(exists=True, file_okay=False), default=None,
-                     help="peft adapter folder (default: zero-shot)."),
+        click.option("--adapter", default=None,
+                     help="peft adapter folder, 'none' (zero-shot) or 'auto' (default: the adapter bundled "
+                          "for this model and dataset, else zero-shot)."),
         click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None,
                      help="Where the model runs (default: cpu)."),
         click.option("--index-dir", type=click.Path(file_okay=False), default=None,
@@ -310,19 +311,37 @@ def audit_show(audit_id: str, audit_path: Path | None) -> None:
 
 
 @audit.command("replay")
-@click.argument("audit_id")
+@click.argument("audit_id", required=False)
+@click.option("--sample", type=int, default=None,
+              help="Instead of one id: replay this many random rows (of this dataset's taxonomy) and summarise.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @_service_options
-def audit_replay(audit_id: str, **service: Any) -> None:
-    """Re-run a stored prediction with the service the options load; print the ReplayResult as JSON.
+def audit_replay(audit_id: str | None, sample: int | None, seed: int, **service: Any) -> None:
+    """Re-run a stored prediction (or --sample N random ones) with the service the options load.
 
-    Exit code 0 when the replay is identical, 1 when it differs, 2 on an error
-    (e.g. an unknown id). The replay writes no audit row.
+    Prints the ReplayResult (or, with --sample, the summary) as JSON. Exit code 0 when
+    every replay is identical, 1 when one differs, 2 on an error (e.g. an unknown id).
+    Replays write no audit rows.
     """
+    if (audit_id is None) == (sample is None):
+        raise click.UsageError("give one AUDIT_ID or --sample N")
+    if sample is not None and sample < 1:
+        raise click.BadParameter("--sample must be >= 1")
     with _errors():
         with load_service(**service, audit_id=audit_id) as svc:
-            res = svc.replay(audit_id)
-    _echo_json(asdict(res))
-    if not res.identical:
+            if sample is None:
+                res = svc.replay(audit_id)
+                summary, same = asdict(res), res.identical
+            else:
+                from tqdm import tqdm
+
+                from .replay import replay_sample
+
+                with tqdm(total=sample, desc="replay", file=sys.stderr) as bar:
+                    summary = replay_sample(svc, sample, seed=seed, progress=bar.update)
+                same = summary["identical"] == summary["n"]
+    _echo_json(summary)
+    if not same:
         click.get_current_context().exit(1)
 
 

@@ -301,7 +301,18 @@ def test_predict_observe_show_and_replay_end_to_end(smollm2, tmp_path: Path) -> 
 
         r = run("audit", "replay", "nope", *svc)
         assert r.exit_code == 2 and "no prediction with audit_id 'nope'" in r.output
+        r = run("audit", "replay", "--sample", "3", "--seed", "1", *svc)
+        assert r.exit_code == 0, r.output
+        summary = json.loads(r.stdout)
+        assert summary["n"] == 3 and summary["identical"] == 3 and summary["differs"] == []
     finally:
         torch.set_num_threads(threads)
     r = run("audit", "list", "--audit", audit)
     assert [d["audit_id"] for d in lines(r.output)][-1] == p["audit_id"] and len(lines(r.output)) == 5
+
+
+def test_audit_replay_wants_one_id_or_a_sample() -> None:
+    r = run("audit", "replay")
+    assert r.exit_code == 2 and "give one AUDIT_ID or --sample N" in r.output
+    r = run("audit", "replay", "abc", "--sample", "2")
+    assert r.exit_code == 2 and "give one AUDIT_ID or --sample N" in r.output
