@@ -134,6 +134,8 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     assert set(m) == {"naive", "flat", "trie", "trie_prefix", "trie_batch2", "trie_prefix_batch2"}
     assert all(v["max_abs_diff_vs_naive"] < 1e-3 for k, v in m.items() if k != "naive")
     assert res["sections"]["generation"]["no_cache"]["same_tokens_as_cached"] is True
+    assert res["sections"]["generation"]["prefix_ttft"]["same_first_tokens"] is True
+    assert res["sections"]["generation"]["prefix_ttft"]["prefix_tokens"] > 100
     assert res["sections"]["levers"]["detail"]["attn_max_abs_diff"] < 1e-3
     assert [lv["lever"] for lv in res["sections"]["levers"]["levers"]] == [
         "sdpa vs eager attention", "trie vs flat label pass", "batch 2 vs 1 (scoring)",
