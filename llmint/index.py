@@ -3,10 +3,11 @@
 `ItemIndex` maps item ids to unit vectors and answers top-k queries by vector,
 by text (with its `Embedder`) or by shopper profile, optionally restricted to
 a category or subtree ("A > B" matches "A > B" and "A > B > C"). It is exact
-(`IndexFlatIP`) for small catalogues and HNSW for large ones (`IndexConfig`).
-Items can be added, updated and removed without a rebuild: the flat index
-removes vectors; HNSW cannot, so removed labels become tombstones excluded by an
-id selector on every search (a removed item never comes back).
+(`IndexFlatIP`) for small catalogues and HNSW for large ones (`IndexConfig`), or
+IVF-PQ when asked for (below). Items can be added, updated and removed without a
+rebuild: the flat and IVF-PQ indexes remove vectors; HNSW cannot, so removed labels
+become tombstones excluded by an id selector on every search (a removed item never
+comes back).
 
 Category restriction ("A > B" also matches "A > B > C") keeps recall: a category
 with at most `exact_filter_max` live items is searched exactly over its own vectors
@@ -21,6 +22,8 @@ for queries far from it (the shopper moving to a new category: measured on a 50k
 category, recall@10 0.48 at efSearch 128, 0.81 at 512, 0.92 at 1024, p99 14 ms),
 hence the generous exact threshold: exact search is both exact and faster there. A flat index filters with an
 `IDSelectorBitmap` (exact); HNSW removals are tombstones filtered the same way.
+
+IVF-PQ (`kind="ivfpq"`, opt-in, for ~100M items) is described in `llmint.index_ivfpq`.
 
 This module knows nothing about datasets, loaders or LLMs; faiss is imported
 inside the functions that need it.
@@ -48,6 +51,7 @@ from .index_config import (
     import_faiss,
     num_gpus,
 )
+from .index_ivfpq import HalfVectors, rerank, trained_ivfpq
 from .index_profile import ProfileConfig, profile_weights
 from .schema import Event, Item
 
@@ -64,6 +68,8 @@ def new_faiss_index(kind: str, dim: int, cfg: IndexConfig) -> Any:
     faiss = import_faiss()
     if kind == "flat":
         return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if kind != "hnsw":
+        raise ValueError(f"new_faiss_index makes 'flat' or 'hnsw' indexes, not {kind!r}")
     inner = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     inner.hnsw.efConstruction = cfg.ef_construction
     inner.hnsw.efSearch = cfg.ef_search
@@ -89,7 +95,7 @@ class ItemIndex:
         catalogue_version: str = "",
         build_time_utc: str = "",
     ) -> None:
-        self._index = index  # faiss.IndexIDMap2 over IndexFlatIP or IndexHNSWFlat
+        self._index = index  # IndexIDMap2 over IndexFlatIP or IndexHNSWFlat, or IndexIVFPQ
         self.kind = kind
         self.dim = dim
         self.cfg = cfg
@@ -111,6 +117,8 @@ class ItemIndex:
         self._subs: dict[str, Any] = {}  # large category -> HNSW over its labels (kept by add)
         self._gpu: Any = None  # a GPU copy of a flat index, made on first unfiltered search
         self._use_gpu = False
+        # ivfpq: the exact vectors (float16, by label) that re-ranking and vectors_of read
+        self._exact = HalfVectors(dim) if kind == "ivfpq" else None
 
     # ---------------------------------------------------------------- building
 
@@ -140,9 +148,16 @@ class ItemIndex:
             )
         if kind == "auto":
             kind = "flat" if use_gpu or n < cfg.hnsw_threshold else "hnsw"
+        if kind == "ivfpq":
+            if cfg.device == "gpu":
+                logger.warning("kind='ivfpq' searches on the CPU; the GPU is not used")
+            use_gpu = False
+            index = trained_ivfpq(vectors, cfg)
+        else:
+            index = new_faiss_index(kind, dim, cfg)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         idx = cls(
-            new_faiss_index(kind, dim, cfg),
+            index,
             kind,
             dim,
             cfg,
@@ -225,10 +240,17 @@ class ItemIndex:
         cats = [None] * len(ids) if categories is None else [category_label(c) for c in categories]
         if len(cats) != len(ids):
             raise ValueError(f"{len(ids)} item ids but {len(cats)} categories")
+        half = None
+        if self._exact is not None:  # ivfpq keeps the exact vectors as float16
+            if len(vectors) and np.abs(vectors).max() > np.finfo(np.float16).max:
+                raise ValueError("vectors overflow float16 (|x| > 65504); expected unit rows")
+            half = vectors.astype(np.float16)
         start = len(self._item_ids)
         labels = np.arange(start, start + len(ids), dtype=np.int64)
         if len(ids):
-            self._index.add_with_ids(vectors, labels)
+            self._index.add_with_ids(vectors, labels)  # ivfpq: encoded, never retrained
+        if half is not None:
+            self._exact.append(half)
         codes = np.array([self._code(c) for c in cats], dtype=np.int32)
         self._item_ids.extend(ids)
         self._label_of.update(zip(ids, labels.tolist(), strict=True))
@@ -252,7 +274,7 @@ class ItemIndex:
         for lab in labels.tolist():
             self._item_ids[lab] = None
         self._alive[labels] = False
-        if self.kind == "flat" and len(labels):
+        if self.kind in ("flat", "ivfpq") and len(labels):  # real removal, no tombstones
             self._index.remove_ids(import_faiss().IDSelectorBatch(labels))
         elif self.n_tombstones > 0.25 * max(1, self._index.ntotal):
             logger.warning(
@@ -289,27 +311,31 @@ class ItemIndex:
         if self.n_tombstones == 0:
             return
         labels = np.flatnonzero(self._alive).astype(np.int64)
-        vecs = (
-            self._index.reconstruct_batch(labels) if len(labels) else np.zeros((0, self.dim), "f4")
-        )
-        index = new_faiss_index(self.kind, self.dim, self.cfg)
+        index = new_faiss_index(self.kind, self.dim, self.cfg)  # only hnsw has tombstones
         if len(labels):
-            index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32), labels)
+            index.add_with_ids(self._vectors(labels), labels)
         self._index = index
         self._subs.clear()  # rebuilt without tombstones on their next query
         self._changed()
 
     def vectors_of(self, item_ids: Sequence[str]) -> np.ndarray:
-        """The stored vectors (len(item_ids), d) of indexed items."""
+        """The stored vectors (len(item_ids), d) float32 of indexed items (ivfpq: the exact
+        vectors rounded to float16, not the PQ reconstruction)."""
         missing = [i for i in item_ids if i not in self._label_of]
         if missing:
             raise UnknownIdError(
                 f"{len(missing)} item ids are not in the index, e.g. {missing[:3]}"
             )
         labels = np.array([self._label_of[i] for i in item_ids], dtype=np.int64)
+        return self._vectors(labels)
+
+    def _vectors(self, labels: np.ndarray) -> np.ndarray:
+        """The exact vectors (len(labels), d) float32 of int64 `labels`."""
         if not len(labels):
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.asarray(self._index.reconstruct_batch(labels), dtype=np.float32)
+        if self._exact is not None:
+            return self._exact.get(labels)
+        return np.ascontiguousarray(self._index.reconstruct_batch(labels), dtype=np.float32)
 
     def _code(self, cat: str | None) -> int:
         if cat is None:
@@ -432,6 +458,8 @@ class ItemIndex:
         return faiss.SearchParameters(sel=sel) if sel is not None else None
 
     def _search_all(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.kind == "ivfpq":  # removal is real: no tombstones to filter
+            return self._search_ivf(q, k, self.cfg.nprobe)
         n_live = len(self._label_of)
         if self.n_tombstones == 0:
             if self.kind == "flat" and self._gpu_ready():
@@ -447,6 +475,10 @@ class ItemIndex:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         if len(cands) <= self.cfg.exact_filter_max:
             return self._exact_subset(q, k, prefix, cands)
+        if self.kind == "ivfpq":  # IVF with the category's selector, more lists, re-ranked
+            share = len(cands) / max(1, self._index.ntotal)
+            nprobe = math.ceil(self.cfg.nprobe / math.sqrt(share))
+            return self._search_ivf(q, k, nprobe, self._selector(prefix, cands))
         if self.kind == "flat":  # a selector on a flat index is still exact
             sel = self._selector(prefix, cands)
             return self._run(self._index, q, k, self._params(0, sel))
@@ -457,6 +489,23 @@ class ItemIndex:
         sel = self._selector(prefix, cands)  # the sub-index holds tombstones: keep live items
         return self._run(sub, q, k, self._params(max(ef, self._filter_ef(len(cands), sub.ntotal)), sel))
 
+    def _search_ivf(
+        self, q: np.ndarray, k: int, nprobe: int, sel: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """IVF-PQ's top max(k, rerank) over `nprobe` lists (of items `sel` keeps), re-scored
+        exactly from the float16 vectors when rerank > 0; the top k, best first."""
+        faiss = import_faiss()
+        nprobe = min(nprobe, self._index.nlist)
+        params = (
+            faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)
+            if sel is not None
+            else faiss.SearchParametersIVF(nprobe=nprobe)
+        )
+        scores, labels = self._run(self._index, q, max(k, self.cfg.rerank), params)
+        if self.cfg.rerank == 0:
+            return scores, labels
+        return rerank(self._exact, q, labels, k)
+
     def _subindex(self, prefix: str, cands: np.ndarray) -> Any:
         """The HNSW index over one large category, built on its first query and then kept
         up to date by add(); rebuilt when more than half of it is tombstones."""
@@ -464,7 +513,7 @@ class ItemIndex:
         if sub is None or sub.ntotal > 2 * len(cands):
             t0 = time.perf_counter()
             sub = new_faiss_index("hnsw", self.dim, self.cfg)
-            sub.add_with_ids(np.ascontiguousarray(self._index.reconstruct_batch(cands)), cands)
+            sub.add_with_ids(self._vectors(cands), cands)
             self._subs[prefix] = sub
             logger.info(
                 "built the HNSW sub-index of category %r (%d items) in %.1fs",
@@ -527,7 +576,7 @@ class ItemIndex:
         sub = self._cache.get(key)
         if sub is None:
             sub = import_faiss().IndexFlatIP(self.dim)
-            sub.add(np.ascontiguousarray(self._index.reconstruct_batch(cands), dtype=np.float32))
+            sub.add(self._vectors(cands))
             used = sum(v.ntotal for kk, v in self._cache.items() if kk.startswith("flat:"))
             if (used + sub.ntotal) * self.dim * 4 <= self.cfg.filter_cache_mb * 2**20:
                 self._cache[key] = sub

@@ -1,7 +1,9 @@
 """The configuration, result type and input checks of the product-retrieval index.
 
 `IndexConfig` says which FAISS index to build and how to search it; `Hit` is one
-result. The helpers check query and item arrays where they enter the library.
+result. The helpers check query and item arrays where they enter the library, and
+size an IVF-PQ index (`ivfpq_plan`: how many inverted lists, whether the catalogue
+is large enough to train the quantizers).
 This module knows nothing about embeddings, datasets or files; faiss is imported
 inside the functions that need it.
 """
@@ -9,6 +11,7 @@ inside the functions that need it.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -18,7 +21,10 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 SEP = " > "
-KINDS = ("auto", "flat", "hnsw")
+KINDS = ("auto", "flat", "hnsw", "ivfpq")
+PQ_CENTROIDS = 256  # 8-bit PQ codes: each sub-quantizer has 256 centroids
+MIN_POINTS_PER_CENTROID = 39  # below this faiss's k-means warns (and fails below 1 point)
+PQ_MIN_TRAIN = MIN_POINTS_PER_CENTROID * PQ_CENTROIDS  # 9,984 training vectors
 DEVICES = ("auto", "cpu", "gpu")
 
 
@@ -36,7 +42,10 @@ class IndexConfig:
 
     kind: str = field(
         default="auto",
-        metadata={"help": "'flat' (exact), 'hnsw', or 'auto': flat below hnsw_threshold items"},
+        metadata={
+            "help": "'flat' (exact), 'hnsw', 'ivfpq' (IVF-PQ + exact re-rank, opt-in), "
+            "or 'auto': flat below hnsw_threshold items, else hnsw"
+        },
     )
     hnsw_threshold: int = field(
         default=10_000, metadata={"help": "auto picks HNSW from this many items up"}
@@ -49,7 +58,10 @@ class IndexConfig:
     )
     exact_filter_max: int = field(
         default=100_000,
-        metadata={"help": "categories up to this size are searched exactly; larger: sub-index"},
+        metadata={
+            "help": "categories up to this size are searched exactly; larger: HNSW sub-index "
+            "(ivfpq: the IVF with a category selector)"
+        },
     )
     filter_ef_max: int = field(
         default=1024, metadata={"help": "cap on efSearch raised to skip HNSW tombstones"}
@@ -64,6 +76,26 @@ class IndexConfig:
     device: str = field(
         default="auto", metadata={"help": "'cpu', 'gpu', or 'auto': a GPU when faiss has one"}
     )
+    ivf_nlist: int = field(
+        default=0,
+        metadata={
+            "help": "ivfpq inverted lists; 0: about 4 x sqrt(items) as a power of two, "
+            "at most one list per 39 training vectors"
+        },
+    )
+    pq_m: int = field(
+        default=48, metadata={"help": "ivfpq code bytes per item (8-bit PQ); must divide dim"}
+    )
+    nprobe: int = field(default=64, metadata={"help": "ivfpq lists scanned per query"})
+    rerank: int = field(
+        default=100,
+        metadata={"help": "ivfpq candidates re-scored exactly from float16 vectors (0: none)"},
+    )
+    train_max: int = field(
+        default=200_000,
+        metadata={"help": "ivfpq trains its quantizers on a seeded sample of this many vectors"},
+    )
+    train_seed: int = field(default=0, metadata={"help": "seed of the ivfpq training sample"})
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -74,10 +106,29 @@ class IndexConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r}; expected an int >= 1")
-        for name in ("exact_filter_max", "filter_cache_mb", "single_query_threads"):
+        for name in ("pq_m", "nprobe"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}={v!r}; expected an int >= 1")
+        for name in (
+            "exact_filter_max",
+            "filter_cache_mb",
+            "single_query_threads",
+            "ivf_nlist",
+            "rerank",
+            "train_seed",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name}={v!r}; expected an int >= 0")
+        need = max(PQ_MIN_TRAIN, MIN_POINTS_PER_CENTROID * self.ivf_nlist)
+        v = self.train_max
+        if isinstance(v, bool) or not isinstance(v, int) or v < need:
+            raise ValueError(
+                f"train_max={v!r}; expected an int >= {need} (39 training vectors per centroid: "
+                f"{PQ_CENTROIDS} per PQ codebook"
+                + (f", ivf_nlist={self.ivf_nlist} inverted lists)" if self.ivf_nlist else ")")
+            )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], strict: bool = True) -> IndexConfig:
@@ -91,6 +142,40 @@ class IndexConfig:
                 )
             logger.warning("ignoring unknown IndexConfig keys %s", unknown)
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def ivfpq_plan(n: int, dim: int, cfg: IndexConfig) -> tuple[int, int]:
+    """(nlist, n_train) for an IVF-PQ index of `n` items of dimension `dim`.
+
+    n_train = min(n, train_max) vectors train the quantizers; nlist is `ivf_nlist`, or
+    about 4 x sqrt(n) rounded to a power of two, at most n_train // 39 and at least 1.
+    Raises ValueError when `pq_m` does not divide `dim` or when fewer than
+    max(9,984, 39 x nlist) vectors are there to train on (faiss's k-means needs 39 per
+    centroid to train without warnings, and fails below one per centroid).
+
+    Example:
+        >>> ivfpq_plan(20_000, 64, IndexConfig(kind="ivfpq", pq_m=16))
+        (512, 20000)
+    """
+    if dim % cfg.pq_m:
+        valid = [m for m in range(1, dim + 1) if dim % m == 0]
+        raise ValueError(
+            f"pq_m={cfg.pq_m} does not divide the dimension {dim}; choose one of {valid}"
+        )
+    n_train = min(n, cfg.train_max)
+    nlist = cfg.ivf_nlist
+    if nlist == 0:
+        auto = 2 ** round(math.log2(4 * math.sqrt(max(n, 1))))
+        nlist = max(1, min(auto, n_train // MIN_POINTS_PER_CENTROID))
+    need = max(PQ_MIN_TRAIN, MIN_POINTS_PER_CENTROID * nlist)
+    if n_train < need:
+        raise ValueError(
+            f"kind='ivfpq' needs at least {need} items to train its quantizers "
+            f"({PQ_MIN_TRAIN} for the {PQ_CENTROIDS}-centroid PQ codebooks"
+            + (f", 39 per inverted list x ivf_nlist={nlist}" if cfg.ivf_nlist else "")
+            + f"); got {n}. Use kind='flat' or 'hnsw' for a catalogue this small"
+        )
+    return nlist, n_train
 
 
 def import_faiss() -> Any:

@@ -1,5 +1,9 @@
 """Save and load an `ItemIndex`: `index.faiss` plus `meta.json` in one folder.
 
+An IVF-PQ index also writes `vectors.f16.npy`: its exact vectors as float16 rows
+indexed by label (`llmint.index_ivfpq.HalfVectors`, removed items' rows included),
+read back memory-mapped so a 100M x 384 file (77 GB) need not fit in RAM.
+
 `meta.json` (sorted keys) holds the format tag, item ids with their labels and
 categories, the embedder's name and sha256, dim, index kind, build time,
 catalogue version and the index config. Loading refuses (ModelError) an
@@ -21,6 +25,7 @@ import numpy as np
 
 from .errors import ModelError
 from .index_config import IndexConfig, import_faiss, num_gpus
+from .index_ivfpq import HalfVectors
 
 if TYPE_CHECKING:
     from .embed import Embedder
@@ -29,12 +34,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORMAT = "llmint-index v1"
+VECTORS = "vectors.f16.npy"
 
 
 def save_index(idx: ItemIndex, folder: Path) -> Path:
     """Write `idx` to `folder` (created if needed); meta.json is replaced atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     import_faiss().write_index(idx._index, str(folder / "index.faiss"))
+    if idx._exact is not None:
+        idx._exact.save(folder / VECTORS)
     live = np.flatnonzero(idx._alive)
     meta = {
         "format": FORMAT,
@@ -107,6 +115,14 @@ def load_index(cls: type[ItemIndex], folder: Path, embedder: Embedder | None) ->
         idx._label_of[iid] = lab
         idx._cat_code[lab] = idx._code(cat)
     idx._alive[labels] = True
+    if idx.kind == "ivfpq":
+        if not (folder / VECTORS).is_file():
+            raise ModelError(f"{folder} holds an IVF-PQ index but no {VECTORS}")
+        idx._exact = HalfVectors.load(folder / VECTORS, idx.dim)
+        if len(idx._exact) != n:
+            raise ModelError(
+                f"{folder / VECTORS} has {len(idx._exact)} rows but meta.json has {n} labels"
+            )
     idx._use_gpu = cfg.device == "gpu" or (cfg.device == "auto" and num_gpus() > 0)
     if idx.n_tombstones != meta.get("n_tombstones", idx.n_tombstones):
         raise ModelError(f"{folder}: index.faiss and meta.json disagree on the item count")
