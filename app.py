@@ -51,7 +51,7 @@ class AppConfig:
     audit_path: str | None = None
     data_dir: str | None = None
     model: str | None = None
-    adapter: str | None = None
+    adapter: str | None = "auto"  # the adapter bundled for each dataset, if any (llmint.bundled)
     max_new_tokens: int = 64
     n_products: int = 5
 
@@ -425,7 +425,8 @@ def _args(argv: list[str] | None = None) -> AppConfig:
     p.add_argument("--data-dir", default=None, help="e-commerce datasets folder (default: LLMINT_DATA_DIR or "
                    "../shared/data)")
     p.add_argument("--model", default=None, help="LLM (default: the bundled SmolLM2-135M-Instruct)")
-    p.add_argument("--adapter", default=None, help="peft adapter folder (default: none, zero-shot)")
+    p.add_argument("--adapter", default=d.adapter, help="peft adapter folder, 'none' for zero-shot, or 'auto' "
+                   "(default): the adapter bundled for each dataset (MovieLens), zero-shot where none is")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="explanation length cap")
     p.add_argument("--hash-password", action="store_true",
                    help="read a password on stdin, print its hash for a users file, and exit")

@@ -59,6 +59,7 @@ class EvalConfig:
     llm: bool = False  # category task: add the zero-shot LLM ("llm") and one "llm+<adapter>" per adapter
     llm_model: str | None = None  # registry name, HF folder or GGUF (None = the default model)
     llm_adapters: tuple[str, ...] = ()  # peft adapter folders scored as "llm+<folder name>"
+    llm_zero_shot: bool = True  # with llm: score the zero-shot LLM too (False: only the adapters)
     llm_max_valid: int = 200  # validation cases for the LLM's temperature
     llm_batch_size: int = 4
     out_dir: str = "reports"
@@ -166,7 +167,7 @@ def llm_systems(dataset: Dataset, level: int, cfg: EvalConfig) -> dict[str, Any]
 
     base = LLMRankerConfig(model=cfg.llm_model, max_valid=cfg.llm_max_valid, batch_size=cfg.llm_batch_size,
                            seed=cfg.seed)
-    out: dict[str, Any] = {"llm": LLMCategoryRanker("llm", dataset, level, base)}
+    out: dict[str, Any] = {"llm": LLMCategoryRanker("llm", dataset, level, base)} if cfg.llm_zero_shot else {}
     for a in cfg.llm_adapters:
         name = f"llm+{Path(a).name if Path(a).name != 'adapter' else Path(a).parent.name}"
         rcfg = LLMRankerConfig(**{**asdict(base), "adapter": str(a)})

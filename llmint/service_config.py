@@ -40,14 +40,17 @@ class ServiceConfig:
         "not needed with InterestService.from_dataset"))
     level: int | None = field(default=None, metadata=_h("taxonomy level predicted (None: the dataset's)"))
     model: str | None = field(default=None, metadata=_h("registry name, HF folder or .gguf (None: default)"))
-    adapter: str | None = field(default=None, metadata=_h("peft adapter folder (None: zero-shot)"))
+    adapter: str | None = field(default="auto", metadata=_h(
+        "peft adapter folder; 'auto': the adapter bundled for this model and dataset if any "
+        "(llmint.bundled), else zero-shot; None or 'none': zero-shot"))
     prompt: str = field(default="next_interest", metadata=_h("prompt template name or .yaml path"))
     serialize: Mapping[str, Any] = field(default_factory=dict, metadata=_h("SerializeConfig overrides"))
     device: str = field(default="cpu", metadata=_h("'cpu', 'cuda' or 'auto'"))
     dtype: str = field(default="float32", metadata=_h("model dtype"))
     scorer_mode: str = field(default="trie", metadata=_h("CategoryScorer mode: 'trie' or 'flat'"))
     batch_size: int = field(default=8, metadata=_h("prompts per forward pass"))
-    temperature: float = field(default=1.0, metadata=_h("softmax temperature over label log-probs"))
+    temperature: float | None = field(default=None, metadata=_h(
+        "softmax temperature over label log-probs (None: the adapter's calibration.json, else 1.0)"))
     calibrate_valid: int = field(default=0, metadata=_h(
         "fit the temperature at start on this many validation cases (0: use `temperature`)"))
     embedder: str | None = field(default=None, metadata=_h("sentence-transformers folder (None: bundled)"))
@@ -93,6 +96,8 @@ class ServiceConfig:
                 raise ValueError(f"{name}={v!r}; expected an int >= 0")
         for name in ("temperature", "cold_start_strength"):
             v = getattr(self, name)
+            if name == "temperature" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"{name}={v!r}; expected a finite number > 0")
         for name in ("build_index", "exclude_seen"):
