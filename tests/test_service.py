@@ -172,15 +172,14 @@ def test_replay_reports_changed_versions_and_erased_rows(svc, monkeypatch) -> No
 def test_replay_sample_summarises_random_rows(svc) -> None:
     from llmint.replay import replay_sample
 
-    for u in ("u5", "u6"):
+    for u in ("u3", "u4", "u5"):
         svc.predict(u, explain=False, n_products=1)
     before = svc.audit.count()
     got = replay_sample(svc, 3, seed=7)
-    assert got["n"] == 3 and got["n_rows"] == before and svc.audit.count() == before
-    erased = got["skipped"]["erased"]  # the earlier test erased one row; never replayed
-    assert got["identical"] == 3 - len(got["differs"]) and all(d["fields"] for d in got["differs"])
-    assert got["identical"] == 3 and erased >= 0
-    assert replay_sample(svc, 3, seed=7)["identical"] == 3  # seeded: the same rows again
+    assert got["n"] == 3 and got["n_rows"] == before and svc.audit.count() == before  # replays write nothing
+    assert got["identical"] == 3 and got["differs"] == [], got["differs"]
+    assert sum(got["skipped"].values()) <= before - 3  # erased rows (an earlier test erases one) are skipped
+    assert replay_sample(svc, 3, seed=7) == got  # seeded: the same rows again
     with pytest.raises(ValueError, match="n=0"):
         replay_sample(svc, 0)
 
