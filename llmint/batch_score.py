@@ -100,7 +100,7 @@ def run(cfg: ScoreConfig, say: Any = None) -> dict[str, Any]:
     from .loaders import load_dataset
     from .scoring import to_distribution
     from .service import adapter_sha256
-    from .split import SplitConfig, make_split, order_events
+    from .split import SplitConfig, make_split, ordered_histories
 
     say = say or (lambda msg: None)
     state = _state(cfg)
@@ -118,10 +118,8 @@ def run(cfg: ScoreConfig, say: Any = None) -> dict[str, Any]:
     temperature = calibrated_temperature(adapter) or 1.0
     split = make_split(ds.histories(), SplitConfig(seed=cfg.seed))
     stats = CategoryStats.from_sequences(split.train.values(), ds.items, ranker.taxonomy)
-    counts = np.array([stats.popularity.get(lab, 0) for lab in labels], np.float64)
-    prior = (counts + 1.0) / (counts + 1.0).sum()
-    rng = np.random.default_rng(cfg.seed)
-    histories = {uid: order_events(evs, rng)[-cfg.max_events:] for uid, evs in sorted(ds.histories().items())}
+    prior = stats.prior(labels)
+    histories = ordered_histories(ds.histories(), cfg.seed, cfg.max_events)
     users = _user_ids(histories, cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .schema import Event, Item
 from .taxonomy import SEP, Taxonomy
 
@@ -88,6 +90,12 @@ class CategoryStats:
         """P(next category = nxt | previous category = prev); 0.0 when `prev` was never seen."""
         total = self._totals.get(prev, 0)
         return self.transitions.get(prev, {}).get(nxt, 0) / total if total else 0.0
+
+    def prior(self, labels: Sequence[str]) -> np.ndarray:
+        """The population prior over `labels` (add-one smoothed popularity), float64 summing to 1:
+        what a shopper with no events is served, and what short histories are blended with."""
+        counts = np.array([self.popularity.get(lab, 0) for lab in labels], np.float64)
+        return (counts + 1.0) / (counts + 1.0).sum()
 
     def share(self, label: str) -> float:
         """The share of training events in `label`."""

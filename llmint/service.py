@@ -142,7 +142,7 @@ class InterestService:
         from .bundled import calibrated_temperature, resolve_adapter
         from .evidence import CategoryStats
         from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
-        from .split import SplitConfig, make_split, order_events
+        from .split import SplitConfig, make_split, ordered_histories
 
         cfg = config or ServiceConfig()
         if not isinstance(cfg, ServiceConfig):
@@ -180,13 +180,8 @@ class InterestService:
         else:  # the temperature fitted when the adapter was evaluated, if it says
             self.ranker.temperature = calibrated_temperature(adapter) or 1.0
         self.stats = CategoryStats.from_sequences(split.train.values(), self.items, self.taxonomy)
-        counts = np.array([self.stats.popularity.get(lab, 0) for lab in self.taxonomy.labels], np.float64)
-        self.prior = (counts + 1.0) / (counts + 1.0).sum()
-        rng = np.random.default_rng(cfg.seed)
-        limit = cfg.max_events_per_history
-        self._histories: dict[str, list[Event]] = {
-            uid: order_events(evs, rng)[-limit:] for uid, evs in sorted(dataset.histories().items())
-        }
+        self.prior = self.stats.prior(self.taxonomy.labels)
+        self._histories = ordered_histories(dataset.histories(), cfg.seed, cfg.max_events_per_history)
         self.embedder, self.index = self._load_index(embedder, index)
         self._category_vectors = self._label_vectors()
         if audit is None:

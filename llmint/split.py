@@ -11,7 +11,7 @@ before the validation target. This module knows nothing about models or text.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +66,13 @@ def order_events(events: Sequence[Event], rng: np.random.Generator) -> list[Even
         key=lambda i: (_time(events[i]), events[i].order if events[i].order is not None else -1, noise[i]),
     )
     return [events[i] for i in keyed]
+
+
+def ordered_histories(histories: Mapping[str, Sequence[Event]], seed: int, limit: int) -> dict[str, list[Event]]:
+    """Every shopper's events in time order (ties shuffled with `seed`, shoppers taken in sorted id
+    order), newest `limit` kept: the stored histories the service and the batch scorer predict from."""
+    rng = np.random.default_rng(seed)
+    return {uid: order_events(evs, rng)[-limit:] for uid, evs in sorted(histories.items())}
 
 
 def _strictly_before(ordered: Sequence[Event], pos: int) -> tuple[Event, ...]:

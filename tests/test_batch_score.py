@@ -56,7 +56,7 @@ def test_one_process_and_two_processes_write_the_same_table(tmp_path):
     from llmint.llm_ranker import LLMCategoryRanker, LLMRankerConfig
     from llmint.loaders import load_dataset
     from llmint.scoring import to_distribution
-    from llmint.split import order_events
+    from llmint.split import ordered_histories
 
     one = run(ScoreConfig(out_dir=str(tmp_path / "one"), dataset="movielens", limit=4, adapter="none",
                           progress=False))
@@ -71,8 +71,7 @@ def test_one_process_and_two_processes_write_the_same_table(tmp_path):
     # the same distribution as the ranker gives for the shopper's whole (ordered) history
     ds = load_dataset("movielens")
     ranker = LLMCategoryRanker("x", ds, ds.default_level, LLMRankerConfig())
-    rng = np.random.default_rng(0)
-    hist = {u: order_events(e, rng)[-500:] for u, e in sorted(ds.histories().items())}
+    hist = ordered_histories(ds.histories(), 0, 500)
     want = to_distribution(ranker.logprobs([hist[u] for u in a["user_id"]]), 1.0)
     assert np.abs(want - probs).max() < 1e-4
 
