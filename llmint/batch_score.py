@@ -116,10 +116,11 @@ def run(cfg: ScoreConfig, say: Any = None) -> dict[str, Any]:
         seed=cfg.seed))
     labels = list(ranker.taxonomy.labels)
     temperature = calibrated_temperature(adapter) or 1.0
-    split = make_split(ds.histories(), SplitConfig(seed=cfg.seed))
+    grouped = ds.histories()  # grouped once: the split and the scored histories read it
+    split = make_split(grouped, SplitConfig(seed=cfg.seed))
     stats = CategoryStats.from_sequences(split.train.values(), ds.items, ranker.taxonomy)
     prior = stats.prior(labels)
-    histories = ordered_histories(ds.histories(), cfg.seed, cfg.max_events)
+    histories = ordered_histories(grouped, cfg.seed, cfg.max_events)
     users = _user_ids(histories, cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

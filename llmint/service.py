@@ -172,7 +172,8 @@ class InterestService:
         if len(self.taxonomy) == 0:
             raise DataError(f"dataset {dataset.name!r} has no categorised items at level {level}")
         self.prompt = self.ranker.prompt_template  # loads the adapter, prompt and scorer now
-        split = make_split(dataset.histories(), SplitConfig(seed=cfg.seed))
+        grouped = dataset.histories()  # grouped once: the split and the stored histories read it
+        split = make_split(grouped, SplitConfig(seed=cfg.seed))
         if cfg.calibrate_valid > 0:
             self.ranker.fit_events(split.valid)
         elif cfg.temperature is not None:
@@ -181,7 +182,7 @@ class InterestService:
             self.ranker.temperature = calibrated_temperature(adapter) or 1.0
         self.stats = CategoryStats.from_sequences(split.train.values(), self.items, self.taxonomy)
         self.prior = self.stats.prior(self.taxonomy.labels)
-        self._histories = ordered_histories(dataset.histories(), cfg.seed, cfg.max_events_per_history)
+        self._histories = ordered_histories(grouped, cfg.seed, cfg.max_events_per_history)
         self.embedder, self.index = self._load_index(embedder, index)
         self._category_vectors = self._label_vectors()
         if audit is None:
