@@ -2,10 +2,16 @@
 
     python -m index.build --dataset office --out runs/index/office
 
+    python -m index.build --dataset instacart --out runs/index/instacart-pq --kind ivfpq --pq-m 48
+
 Loads the dataset (`llmint.loaders.load_dataset`), embeds every item's text
 (`llmint.embed.item_text`, with a digest of its reviews where the dataset has
 review text) with a progress bar, builds an `ItemIndex` and saves it to `--out`
 together with `build_config.json`, the resolved configuration of this run.
+The index options are `IndexConfig` fields with its defaults; an invalid value or
+combination (an IVF-PQ option without `--kind ivfpq`, a `--pq-m` that does not divide
+the embedding dimension, too few items to train IVF-PQ) is a usage error (exit 2),
+reported before anything is encoded.
 """
 
 from __future__ import annotations
@@ -15,12 +21,31 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from llmint.index import IndexConfig
+from llmint.index_config import DEVICES, KINDS, IndexConfig, ivfpq_plan
 
 logger = logging.getLogger("index.build")
+
+IVFPQ_OPTIONS = ("ivf_nlist", "pq_m", "nprobe", "rerank", "train_max", "train_seed")
+INDEX_OPTIONS = (
+    "kind",
+    "device",
+    "hnsw_threshold",
+    "hnsw_m",
+    "ef_construction",
+    "ef_search",
+    "sub_ef_search",
+    "exact_filter_max",
+    *IVFPQ_OPTIONS,
+)  # the IndexConfig fields offered as --options
+CHOICES = {"kind": KINDS, "device": DEVICES}
+
+
+class BuildConfigError(ValueError):
+    """A configuration that cannot build this catalogue: a usage error on the command line."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +103,7 @@ def main(cfg: BuildConfig) -> Path:
     )
 
     embedder = load_embedder(cfg.embedder)
+    check_index_plan(cfg.index, len(items), embedder.dim)  # before the slow encoding
     t1 = time.perf_counter()
     vectors = embedder.encode(texts, batch_size=cfg.batch_size, show_progress=True)
     t_encode = time.perf_counter() - t1
@@ -114,7 +140,26 @@ def main(cfg: BuildConfig) -> Path:
     return out
 
 
+def check_index_plan(cfg: IndexConfig, n_items: int, dim: int) -> None:
+    """Raise BuildConfigError when `cfg` cannot index `n_items` vectors of dimension `dim`.
+
+    Only IVF-PQ has such limits (`ivfpq_plan`: `pq_m` must divide `dim`, and enough
+    items to train its quantizers); checking them first saves a failed build the encoding.
+    """
+    if cfg.kind != "ivfpq":
+        return
+    try:
+        ivfpq_plan(n_items, dim, cfg)
+    except ValueError as e:
+        raise BuildConfigError(str(e)) from None
+
+
 def make_parser() -> argparse.ArgumentParser:
+    """The command line: BuildConfig's fields, then the IndexConfig fields in INDEX_OPTIONS.
+
+    Index options default to None (not given) and show IndexConfig's default in --help;
+    `config_from_args` fills in the rest from IndexConfig.
+    """
     p = argparse.ArgumentParser(prog="python -m index.build", description=__doc__.split("\n")[0])
     help_of = {f.name: f.metadata.get("help", "") for f in fields(BuildConfig)}
     p.add_argument("--dataset", required=True, help=help_of["dataset"])
@@ -125,29 +170,34 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reviews", action="store_true", help="do not embed review digests")
     idx_help = {f.name: f.metadata.get("help", "") for f in fields(IndexConfig)}
     defaults = IndexConfig()
-    for name in (
-        "kind",
-        "device",
-        "hnsw_threshold",
-        "hnsw_m",
-        "ef_construction",
-        "ef_search",
-        "sub_ef_search",
-        "exact_filter_max",
-    ):
+    group = p.add_argument_group(
+        "index options", "IndexConfig fields; the IVF-PQ ones need --kind ivfpq"
+    )
+    for name in INDEX_OPTIONS:
         default = getattr(defaults, name)
-        p.add_argument(
-            "--" + name.replace("_", "-"),
+        group.add_argument(
+            option(name),
             type=type(default),
-            default=default,
+            default=None,
+            choices=CHOICES.get(name),
             help=f"{idx_help[name]} (default: {default})",
         )
     return p
 
 
+def option(name: str) -> str:
+    """The command-line spelling of a config field: pq_m -> --pq-m."""
+    return "--" + name.replace("_", "-")
+
+
 def config_from_args(args: argparse.Namespace) -> BuildConfig:
-    index_keys = {f.name for f in fields(IndexConfig)}
-    index = IndexConfig(**{k: v for k, v in vars(args).items() if k in index_keys})
+    """The BuildConfig of parsed arguments; raises ValueError for invalid values or
+    an IVF-PQ option given without --kind ivfpq."""
+    given = {k: v for k in INDEX_OPTIONS if (v := getattr(args, k, None)) is not None}
+    kind = given.get("kind", IndexConfig().kind)
+    stray = [option(k) for k in IVFPQ_OPTIONS if k in given]
+    if stray and kind != "ivfpq":
+        raise ValueError(f"{', '.join(stray)}: only for --kind ivfpq (got --kind {kind})")
     return BuildConfig(
         dataset=args.dataset,
         out=args.out,
@@ -155,10 +205,28 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         batch_size=args.batch_size,
         limit=args.limit,
         reviews=not args.no_reviews,
-        index=index,
+        index=IndexConfig(**given),
     )
+
+
+def cli(argv: Sequence[str] | None = None) -> Path:
+    """Parse `argv` (None: sys.argv), build and save; returns the output folder.
+
+    An invalid configuration exits 2 with one `error:` line (argparse's usage error),
+    whether it shows in the arguments or only against the catalogue (`check_index_plan`).
+    """
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        return main(cfg)
+    except BuildConfigError as e:
+        parser.error(str(e))
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    print(main(config_from_args(make_parser().parse_args())))
+    print(cli())

@@ -81,7 +81,8 @@ class ItemIndex:
 
     Build with `ItemIndex.build(...)` or `ItemIndex.from_items(...)`; load with
     `ItemIndex.load(dir, embedder)`. Internally each vector has an int64 label;
-    labels are never reused, so an updated item gets a new label.
+    labels are never reused, so an updated item gets a new label. `copy.deepcopy` and
+    `pickle` work at any time; a copy rebuilds its per-category caches on first use.
     """
 
     def __init__(
@@ -606,6 +607,21 @@ class ItemIndex:
                 self._use_gpu = False
                 return False
         return True
+
+    # ------------------------------------------------------- copy and pickle
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What `copy.deepcopy` and `pickle` copy: everything but the derived caches.
+
+        The per-category cache holds faiss `IDSelectorBitmap`s (SWIG objects over a
+        numpy bitmap, which cannot be pickled) and the GPU copy of a flat index cannot be
+        serialized; both are rebuilt on first use, as after `load`. The HNSW sub-indexes
+        of large categories are kept: faiss indexes pickle, and they are slow to rebuild.
+        """
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        state["_gpu"] = None
+        return state
 
     # ---------------------------------------------------------- save and load
 

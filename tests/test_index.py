@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from dataclasses import replace
 
 import faiss
@@ -247,6 +248,36 @@ def test_save_load_round_trip(data, cfg, tmp_path) -> None:
     assert data["ids"][0] not in back
     back.add(["new"], data["vecs"][:1])  # labels keep counting after a reload
     assert back.search(data["vecs"][:1], 1)[0][0].item_id == "new"
+
+
+def pickled(idx: ItemIndex) -> ItemIndex:
+    return pickle.loads(pickle.dumps(idx))
+
+
+@pytest.mark.parametrize("clone", [copy.deepcopy, pickled], ids=["deepcopy", "pickle"])
+@pytest.mark.parametrize(
+    "cfg",
+    [FLAT, replace(FLAT, **LARGE), HNSW, replace(HNSW, **LARGE)],
+    ids=["flat-exact", "flat-selector", "hnsw-tombstones", "hnsw-subindex"],
+)
+def test_copy_after_a_filtered_search_searches_identically(data, cfg, clone) -> None:
+    """A category (flat) or tombstone (hnsw) search caches a faiss IDSelectorBitmap, a SWIG
+    object that cannot be pickled: copying must still work, and the copy must search
+    exactly like the original, and independently of it."""
+    idx = ItemIndex.build(data["ids"], data["vecs"], data["cats"], cfg)
+    idx.remove(data["ids"][:100])  # hnsw: tombstones, filtered by a live-items selector
+    q = data["queries"]
+    cats = (None, "A", "B > z")
+    before = [idx.search(q, 10, c) for c in cats]
+    twin = clone(idx)
+    assert [twin.search(q, 10, c) for c in cats] == before
+    assert [idx.search(q, 10, c) for c in cats] == before
+    twin.remove([h.item_id for h in before[1][0]])  # the copy changes, the original does not
+    assert {h.item_id for h in twin.search(q[:1], 10, "A")[0]}.isdisjoint(
+        h.item_id for h in before[1][0]
+    )
+    assert [idx.search(q, 10, c) for c in cats] == before
+    assert clone(twin).search(q, 10, "A") == twin.search(q, 10, "A")
 
 
 def test_load_warns_about_unknown_config_keys(data, tmp_path, caplog) -> None:

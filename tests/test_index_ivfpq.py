@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from dataclasses import replace
 
 import faiss
@@ -51,7 +52,7 @@ def data() -> dict:
 
 @pytest.fixture(scope="module")
 def pristine(data) -> ItemIndex:
-    """Never searched: its selector caches (not deep-copyable) stay empty."""
+    """Never changed: the tests copy it (`built`, `idx`)."""
     return ItemIndex.build(data["ids"], data["vecs"], data["cats"], CFG)
 
 
@@ -203,6 +204,20 @@ def test_save_load_round_trip_memory_maps_the_vectors(data, idx, tmp_path) -> No
     again = ItemIndex.load(tmp_path)
     assert again.search(-queries[:1], 1)[0][0].item_id == "new"
     assert again.search(queries, 10) == before[0]
+
+
+@pytest.mark.parametrize(
+    "clone", [copy.deepcopy, lambda i: pickle.loads(pickle.dumps(i))], ids=["deepcopy", "pickle"]
+)
+def test_copy_after_a_category_search_searches_identically(data, idx, clone) -> None:
+    """A large category is searched with a cached IDSelectorBitmap (a SWIG object that
+    cannot be pickled): copying must still work and the copy must search like the original."""
+    queries = data["queries"][:50]
+    before = [idx.search(queries, 10, c) for c in (None, SMALL, LARGE)]
+    twin = clone(idx)
+    assert [twin.search(queries, 10, c) for c in (None, SMALL, LARGE)] == before
+    assert [idx.search(queries, 10, c) for c in (None, SMALL, LARGE)] == before
+    np.testing.assert_array_equal(twin.vectors_of(data["ids"][:20]), idx.vectors_of(data["ids"][:20]))
 
 
 def test_too_small_to_train_says_how_many_items_are_needed(data) -> None:
