@@ -93,7 +93,7 @@ def run(cfg: ScoreConfig, say: Any = None) -> dict[str, Any]:
     import pandas as pd
     from tqdm import tqdm
 
-    from .bundled import calibrated_temperature, resolve_adapter
+    from .bundled import resolve_adapter
     from .coldstart import blend_prior
     from .evidence import CategoryStats
     from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
@@ -115,7 +115,7 @@ def run(cfg: ScoreConfig, say: Any = None) -> dict[str, Any]:
         model=cfg.model, adapter=adapter, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size,
         seed=cfg.seed))
     labels = list(ranker.taxonomy.labels)
-    temperature = calibrated_temperature(adapter) or 1.0
+    temperature = ranker.temperature  # the adapter's calibration.json, else 1.0
     grouped = ds.histories()  # grouped once: the split and the scored histories read it
     split = make_split(grouped, SplitConfig(seed=cfg.seed))
     stats = CategoryStats.from_sequences(split.train.values(), ds.items, ranker.taxonomy)

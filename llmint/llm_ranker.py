@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .bundled import calibrated_temperature
 from .schema import Dataset, Event
 from .split import Case
 from .taxonomy import Taxonomy
@@ -136,7 +137,8 @@ class LLMCategoryRanker:
         self.cfg = cfg or LLMRankerConfig()
         self.dataset = dataset
         self.taxonomy = Taxonomy.from_items(dataset.items.values(), level)
-        self.temperature = 1.0
+        # the adapter's calibrated temperature (its calibration.json) until fit_events refits it
+        self.temperature = calibrated_temperature(self.cfg.adapter) or 1.0
         self.fit_note: dict[str, Any] = {}
         self._loaded = loaded
         self._scorer: Any = None
@@ -257,8 +259,8 @@ class LLMCategoryRanker:
         self._ensure()
         labelled = [(c, label_of_event(c.target, self.dataset.items, self.taxonomy)) for c in valid_cases]
         labelled = [(c, lab) for c, lab in labelled if lab is not None]
-        if self.cfg.max_valid == 0 or not labelled:
-            self.fit_note = {"temperature": 1.0, "n_valid": 0}
+        if self.cfg.max_valid == 0 or not labelled:  # keep the adapter's calibration (else 1.0)
+            self.fit_note = {"temperature": round(self.temperature, 4), "n_valid": 0}
             return self
         rng = np.random.default_rng(self.cfg.seed)
         take = rng.permutation(len(labelled))[: self.cfg.max_valid]

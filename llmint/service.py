@@ -139,7 +139,7 @@ class InterestService:
     def __init__(self, config: ServiceConfig | None = None, *, dataset: Dataset | None = None,
                  loaded: Any = None, embedder: Any = None, index: Any = None, audit: Any = None) -> None:
         from .audit import AuditConfig, AuditLog
-        from .bundled import calibrated_temperature, resolve_adapter
+        from .bundled import resolve_adapter
         from .evidence import CategoryStats
         from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
         from .split import SplitConfig, make_split, ordered_histories
@@ -178,8 +178,7 @@ class InterestService:
             self.ranker.fit_events(split.valid)
         elif cfg.temperature is not None:
             self.ranker.temperature = float(cfg.temperature)
-        else:  # the temperature fitted when the adapter was evaluated, if it says
-            self.ranker.temperature = calibrated_temperature(adapter) or 1.0
+        # else the ranker's own: the adapter's calibration.json, if it has one, else 1.0
         self.stats = CategoryStats.from_sequences(split.train.values(), self.items, self.taxonomy)
         self.prior = self.stats.prior(self.taxonomy.labels)
         self._histories = ordered_histories(grouped, cfg.seed, cfg.max_events_per_history)

@@ -58,6 +58,18 @@ def test_calibration_file_is_read_defensively(tmp_path):
     assert calibrated_temperature(str(tmp_path)) == 1.7
 
 
+def test_the_ranker_starts_from_the_adapters_calibrated_temperature(tmp_path):
+    from conftest import shop
+
+    from llmint.llm_ranker import LLMCategoryRanker, LLMRankerConfig
+
+    ds = shop()
+    assert LLMCategoryRanker("zs", ds, 1).temperature == 1.0
+    assert LLMCategoryRanker("lora", ds, 1, LLMRankerConfig(adapter=str(tmp_path))).temperature == 1.0
+    (tmp_path / "calibration.json").write_text('{"temperature": 1.7}')
+    assert LLMCategoryRanker("lora", ds, 1, LLMRankerConfig(adapter=str(tmp_path))).temperature == 1.7
+
+
 def test_service_config_defaults_to_the_bundled_adapter_and_its_temperature():
     cfg = ServiceConfig(dataset="movielens")
     assert cfg.adapter == "auto" and cfg.temperature is None
