@@ -1,6 +1,6 @@
 """llmint's Gradio app for support staff and auditors: `python app.py` (no flags needed).
 
-Three tabs over one `llmint.InterestService` per dataset (loaded on first use,
+Four tabs over one `llmint.InterestService` per dataset (loaded on first use,
 sharing one model, one embedder and one audit log):
 
 - **Chat**: pick a shopper (search-as-you-type over known ids) or paste events; ask
@@ -8,6 +8,8 @@ sharing one model, one embedder and one audit log):
   explanation token by token, then the cited events highlighted in the timeline
   and product cards from the index.
 - **Shopper**: the timeline, short-term vs long-term interest, the category mix over time.
+- **Population**: the dataset's top migration flows between categories (a Sankey chart) and its
+  strongest association links (co-occurrence and transition lift).
 - **Audit**: the audit log as a filterable table, a row's full record, replay, flag
   or approve (signed with the reviewer's name), export, summary.
 
@@ -37,6 +39,7 @@ logger = logging.getLogger("llmint.app")
 CATEGORISED = ("movielens", "office", "instacart", "taobao")  # datasets with a category taxonomy
 FLAG_REASONS = ("unfaithful explanation", "wrong category", "offensive or unsafe text", "privacy", "other")
 TIMELINE_ROWS = 60  # newest events drawn in a timeline (older ones are counted, not drawn)
+POPULATION_LINKS = 20  # association links listed in the population tab
 AUDIT_COLUMNS = ["audit_id", "served (UTC)", "shopper", "top category", "faithful", "status", "latency ms"]
 
 
@@ -72,6 +75,7 @@ class Backend:
         self.audit = AuditLog(AuditConfig(path=Path(cfg.audit_path)) if cfg.audit_path else None)
         self._services: dict[str, Any] = {}
         self._graphs: dict[str, Any] = {}
+        self._transitions: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._loaded = self._embedder = None
 
@@ -100,16 +104,25 @@ class Backend:
                 logger.info("dataset %s ready in %.1f s", name, time.perf_counter() - t0)
             return self._services[name]
 
-    def associations(self, name: str) -> Any:
-        """The dataset's category association graph (co-occurrence and transitions), computed once."""
-        from llmint.analysis import association_graph, label_sequences
+    def _population(self, name: str) -> tuple[Any, Any]:
+        """The dataset's association graph and category transition counts, both from one pass, computed once."""
+        from llmint.analysis import association_graph, label_sequences, transition_counts
 
         svc = self.service(name)
         with self._lock:
             if name not in self._graphs:
                 seqs = label_sequences(svc.dataset.histories(), svc.items, svc.taxonomy)
                 self._graphs[name] = association_graph(seqs, svc.taxonomy.labels)
-            return self._graphs[name]
+                self._transitions[name] = transition_counts(seqs, len(svc.taxonomy.labels))
+            return self._graphs[name], self._transitions[name]
+
+    def associations(self, name: str) -> Any:
+        """The dataset's category association graph (co-occurrence and transitions), computed once."""
+        return self._population(name)[0]
+
+    def transitions(self, name: str) -> Any:
+        """The dataset's category-to-category transition counts (n_labels, n_labels), computed once."""
+        return self._population(name)[1]
 
     def user_ids(self, name: str) -> list[str]:
         return sorted(self.service(name).user_ids(), key=lambda u: (len(u), u))
@@ -141,6 +154,7 @@ def build(backend: Backend) -> Any:
     """The Gradio Blocks app over `backend` (not launched)."""
     import gradio as gr
 
+    from llmint.analysis import LINK_COLUMNS
     from llmint.assistant import Context, answer
     from llmint.chat import HELP_TEXT
     from llmint.pasted import parse_events_text
@@ -227,6 +241,24 @@ def build(backend: Backend) -> Any:
                     timeline_html(events, svc.items, label_of(svc), limit=TIMELINE_ROWS), text)
         except Exception as err:  # noqa: BLE001
             return (*empty, f"⚠️ {_message(err)}")
+
+    # -- population tab
+
+    def population_view(name: str) -> tuple[Any, Any, str]:
+        try:
+            from llmint.analysis import AssociationConfig, link_rows, plot_flows
+
+            svc = backend.service(name)
+            graph = backend.associations(name)
+            rows = link_rows(graph, k=POPULATION_LINKS)
+            cfg = AssociationConfig()
+            text = (f"Dataset **{name}**: {graph.n_shoppers} shoppers with categorised events; "
+                    f"{len(graph.links)} association links (support ≥ {cfg.min_support}, lift ≥ {cfg.min_lift}), "
+                    f"the strongest {len(rows)} below. Support counts shoppers with both categories "
+                    "(co-occurrence) or moves from → to (transition).")
+            return plot_flows(backend.transitions(name), list(svc.taxonomy.labels)), rows, text
+        except Exception as err:  # noqa: BLE001
+            return gr.update(), [], f"⚠️ {_message(err)}"
 
     # -- audit tab
 
@@ -342,6 +374,12 @@ def build(backend: Backend) -> Any:
                     profile_plot = gr.Plot(label="Short-term vs long-term interest")
                     mix_plot = gr.Plot(label="Category mix over time")
                 shopper_timeline = gr.HTML()
+            with gr.Tab("Population", id="population"):
+                show_pop = gr.Button("Show population", elem_id="show-population")
+                pop_text = gr.Markdown(elem_id="population-summary")
+                pop_plot = gr.Plot(label="Top migration flows between categories", elem_id="population-flows")
+                pop_links = gr.Dataframe(headers=LINK_COLUMNS, interactive=False, wrap=True,
+                                         label="Strongest association links", elem_id="population-links")
             with gr.Tab("Audit", id="audit"):
                 with gr.Row():
                     since = gr.Textbox(label="Since (YYYY-MM-DD)", scale=1)
@@ -379,6 +417,7 @@ def build(backend: Backend) -> Any:
         send.click(chat, *chat_io)
         msg.submit(chat, *chat_io)
         show.click(shopper_view, [dataset, shopper, recent_n], [profile_plot, mix_plot, shopper_timeline, shopper_text])
+        show_pop.click(population_view, [dataset], [pop_plot, pop_links, pop_text])
         filters = [since, until, category, faithful, status, user]
         refresh.click(audit_table, filters, [table, count])
         table.select(audit_select, [table], [audit_id])

@@ -81,7 +81,8 @@ def shopper(user_id: str, dataset: str, level: int | None, recent_n: int, half_l
 @analyze.command("migration")
 @_DATASET
 @_LEVEL
-@click.option("--top", type=int, default=15, show_default=True, help="Flows listed and categories in the heat map.")
+@click.option("--top", type=int, default=15, show_default=True,
+              help="Flows listed and drawn (Sankey), categories in the heat map.")
 @click.option("--k", "ks", type=int, multiple=True, default=(10, 50), show_default=True,
               help="precision@k of the migration target lists (repeatable).")
 @click.option("--llm-n", type=int, default=0, show_default=True,
@@ -94,7 +95,7 @@ def shopper(user_id: str, dataset: str, level: int | None, recent_n: int, half_l
 @_OUT
 def migration(dataset: str, level: int | None, top: int, ks: tuple[int, ...], llm_n: int, llm_model: str | None,
               llm_adapter: str | None, max_users: int | None, seed: int, out_dir: Path) -> None:
-    """Population transitions, top flows (heat map), predicted vs actual, target lists' precision@k."""
+    """Population transitions, top flows (heat map, Sankey), predicted vs actual, target lists' precision@k."""
     from .analysis.reports import migration_report
 
     ds = _load(dataset)

@@ -7,9 +7,11 @@ import pytest
 from conftest import shop
 
 from llmint.analysis import (
+    LINK_COLUMNS,
     association_graph,
     compare_matrices,
     evidence,
+    link_rows,
     precision_at_k,
     predicted_matrix,
     split_tokens,
@@ -99,6 +101,17 @@ def test_association_lift_pmi_and_evidence() -> None:
         AssociationConfig(min_support=0)
 
 
+def test_link_rows_table_of_the_strongest_links() -> None:
+    seqs = {"1": [0, 1], "2": [0, 1], "3": [2], "4": [2, 2]}
+    g = association_graph(seqs, ["A", "B", "C"], AssociationConfig(min_support=2, min_lift=1.0))
+    assert LINK_COLUMNS == ["from", "to", "link", "support", "lift", "PMI"]
+    # strongest first: co-occurrence A-B (lift 2, PMI 1), then the transition A -> B (lift 1.5, PMI log2 1.5)
+    assert link_rows(g) == [["A", "B", "co-occurrence", 2, 2.0, 1.0], ["A", "B", "transition", 2, 1.5, 0.58]]
+    assert link_rows(g, k=1) == [["A", "B", "co-occurrence", 2, 2.0, 1.0]]
+    assert link_rows(g, kind="transition") == [["A", "B", "transition", 2, 1.5, 0.58]]
+    assert link_rows(association_graph({}, ["A"])) == []
+
+
 def test_migration_report_on_shop(tmp_path) -> None:
     from llmint.analysis.reports import migration_report
 
@@ -107,3 +120,6 @@ def test_migration_report_on_shop(tmp_path) -> None:
     assert res["rankers"]["markov"]["precision@1"] == 1.0
     assert res["rankers"]["markov"]["matrix_tv"] < res["rankers"]["most_popular"]["matrix_tv"]
     assert (tmp_path / "migration_shop.png").stat().st_size > 1000
+    # the Sankey of the 4 cycle flows, beside the heat map
+    assert res["files"]["sankey_png"] == str(tmp_path / "migration_shop_flows.png")
+    assert (tmp_path / "migration_shop_flows.png").stat().st_size > 1000

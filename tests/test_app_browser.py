@@ -3,8 +3,9 @@
 A real browser (Debian's /usr/bin/chromium, installed by `make test`'s set-up, driven
 by Playwright) signs in, asks for a shopper's next interest, sees a category, an
 explanation and products, looks at the shopper tab, flags the answer in the audit tab
-and finds the flag there. Plain HTTP checks prove that every route refuses a client
-that has not signed in. Screenshots go to test-artifacts/ (or $LLMINT_ARTIFACTS).
+and finds the flag there; the population tab draws the migration Sankey and association
+links. Plain HTTP checks prove that every route refuses a client that has not signed in.
+Screenshots go to test-artifacts/ (or $LLMINT_ARTIFACTS).
 """
 
 from __future__ import annotations
@@ -206,6 +207,38 @@ def test_sign_in_ask_flag_in_a_real_browser(app_server) -> None:
         assert row.top_category == category
         # the timeline highlights exactly the events the served explanation cites
         assert highlighted == sorted(row.output["explanation"]["cited"])
+
+
+def _sign_in(page, url: str) -> None:
+    """Open the app and sign in as the test reviewer."""
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    page.get_by_label("username").fill(USER)
+    page.get_by_label("password").fill(PASSWORD)
+    page.get_by_role("button", name=re.compile("login", re.I)).click()
+    expect(page.locator("#chatbot")).to_be_visible()
+
+
+def test_population_tab_in_a_real_browser(app_server) -> None:
+    """The population tab draws the dataset's migration Sankey and lists its strongest association links."""
+    from playwright.sync_api import expect, sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=300_000)
+        _sign_in(page, app_server["url"])
+        page.get_by_role("tab", name="Population").click()
+        page.locator("#show-population").click()
+        expect(page.locator("#population-flows img")).to_be_visible()
+        expect(page.locator("#population-summary")).to_contain_text("association links")
+        expect(page.locator("#population-links")).to_contain_text("transition")
+        assert "Traceback" not in page.content()
+        page.screenshot(path=str(_artifacts() / "app-population.png"), full_page=True)
+        browser.close()
 
 
 def test_signed_in_api_route_and_http_load(app_server, tmp_path) -> None:

@@ -121,3 +121,21 @@ def evidence(graph: AssociationGraph, label: str, k: int = 3) -> list[str]:
         out.append(f"shoppers who buy {lk.source} also buy {lk.target} "
                    f"(lift {lk.lift:.1f}, {lk.support} shoppers)")
     return out
+
+
+LINK_COLUMNS = ["from", "to", "link", "support", "lift", "PMI"]
+
+
+def link_rows(graph: AssociationGraph, k: int = 20, kind: str | None = None) -> list[list[str | int | float]]:
+    """The `k` strongest links (of `kind`, or both kinds) as table rows under `LINK_COLUMNS`, strongest first.
+
+    "link" is "co-occurrence" (symmetric; support = shoppers with both) or "transition" (from -> to;
+    support = moves); lift and PMI are rounded to 2 decimals.
+
+    Example:
+        >>> g = AssociationGraph(["X", "Y"], [Link("X", "Y", "transition", 9, 2.314, 1.21)], 10)
+        >>> link_rows(g)
+        [['X', 'Y', 'transition', 9, 2.31, 1.21]]
+    """
+    links = [lk for lk in graph.links if kind is None or lk.kind == kind][: max(k, 0)]
+    return [[lk.source, lk.target, lk.kind, lk.support, round(lk.lift, 2), round(lk.pmi, 2)] for lk in links]

@@ -108,6 +108,120 @@ def plot_transitions(counts: np.ndarray, labels: Sequence[str], top: int = 15, *
     return fig
 
 
+def sankey_flows(counts: np.ndarray, top: int = 12) -> list[tuple[int, int, float]]:
+    """The `top` largest off-diagonal flows as (source index, target index, count), largest first.
+
+    Staying (the diagonal) and empty cells are ignored; ties are broken by source index, then target index.
+
+    Example:
+        >>> sankey_flows(np.array([[9, 2, 3], [2, 0, 0], [0, 1, 0]]), 3)
+        [(0, 2, 3), (0, 1, 2), (1, 0, 2)]
+    """
+    c = np.asarray(counts)
+    src, dst = np.nonzero(c > 0)
+    moves = src != dst
+    src, dst = src[moves], dst[moves]
+    val = c[src, dst]
+    order = np.lexsort((dst, src, -val))[: max(top, 0)]
+    return [(int(src[i]), int(dst[i]), val[i].item()) for i in order]
+
+
+def _stack(sizes: dict[int, float], gap: float, height: float) -> dict[int, float]:
+    """Top y of each node bar, stacked downwards (largest first, ties by index) and centred in `height`."""
+    nodes = sorted(sizes, key=lambda j: (-sizes[j], j))
+    span = sum(sizes.values()) + gap * (len(nodes) - 1)
+    y = height - (height - span) / 2
+    tops = {}
+    for j in nodes:
+        tops[j] = y
+        y -= sizes[j] + gap
+    return tops
+
+
+def _band(x0: float, x1: float, top0: float, top1: float, width: float) -> Any:
+    """A filled band from (x0, top0) to (x1, top1), `width` thick, edges cubic Bézier curves."""
+    from matplotlib.path import Path as MPath
+
+    xm = (x0 + x1) / 2
+    verts = [(x0, top0), (xm, top0), (xm, top1), (x1, top1), (x1, top1 - width),
+             (xm, top1 - width), (xm, top0 - width), (x0, top0 - width), (x0, top0)]
+    codes = [MPath.MOVETO, MPath.CURVE4, MPath.CURVE4, MPath.CURVE4, MPath.LINETO,
+             MPath.CURVE4, MPath.CURVE4, MPath.CURVE4, MPath.CLOSEPOLY]
+    return MPath(verts, codes)
+
+
+def _band_ends(flows: Sequence[tuple[int, int, float]], left: dict[int, float],
+               right: dict[int, float]) -> dict[tuple[int, int], tuple[float, float]]:
+    """(top y at the source bar, top y at the target bar) of each flow's band; within a bar, bands
+    leave and arrive in the order of the bars on the other side (fewest crossings)."""
+    rank_l = {j: i for i, j in enumerate(left)}
+    rank_r = {j: i for i, j in enumerate(right)}
+    y_out, y_in = dict(left), dict(right)
+    start, end = {}, {}
+    for a, b, v in sorted(flows, key=lambda f: (rank_l[f[0]], rank_r[f[1]])):
+        start[(a, b)] = y_out[a]
+        y_out[a] -= v
+    for a, b, v in sorted(flows, key=lambda f: (rank_r[f[1]], rank_l[f[0]])):
+        end[(a, b)] = y_in[b]
+        y_in[b] -= v
+    return {k: (start[k], end[k]) for k in start}
+
+
+def _palette(cats: Sequence[int]) -> dict[int, Any]:
+    """One colour per category index: tab10's strong hues, then tab20's light ones, then cycling."""
+    from matplotlib import colormaps
+
+    tab20 = colormaps["tab20"].colors
+    palette = list(colormaps["tab10"].colors) + [tab20[i] for i in range(1, 20, 2)]
+    return {j: palette[i % len(palette)] for i, j in enumerate(cats)}
+
+
+def plot_flows(counts: np.ndarray, labels: Sequence[str], top: int = 12) -> Any:
+    """Two-column Sankey of the `top` largest moves between categories (the diagonal, staying, ignored).
+
+    From-categories on the left, next categories on the right; each band is a `PathPatch` as wide as its
+    count, coloured by its source category, drawn in `sankey_flows` order (largest first); node bars
+    (`Rectangle`s) are stacked per side, largest first, with short names and the totals shown.
+    """
+    from matplotlib.patches import PathPatch, Rectangle
+
+    flows = sankey_flows(counts, top)
+    c = np.asarray(counts, dtype=np.float64)
+    out: dict[int, float] = {}
+    into: dict[int, float] = {}
+    for a, b, v in flows:
+        out[a] = out.get(a, 0.0) + v
+        into[b] = into.get(b, 0.0) + v
+    fig = _figure(9.0, max(4.0, 0.32 * max(len(out), len(into)) + 2.0))
+    ax = fig.subplots()
+    ax.axis("off")
+    if not flows:
+        ax.text(0.5, 0.5, "no moves between categories", ha="center", va="center")
+        return fig
+    shown, total = sum(out.values()), float(c.sum() - np.trace(c))
+    gap = 0.03 * shown
+    height = shown + gap * (max(len(out), len(into)) - 1)
+    left, right = _stack(out, gap, height), _stack(into, gap, height)
+    colour = _palette(sorted(set(out) | set(into), key=lambda j: (j not in out, -out.get(j, 0.0), j)))
+    w, x1 = 0.04, 0.96  # bar width; x of the right bars (the left ones start at 0)
+    for tops, sizes, x, tx, ha in ((left, out, 0.0, -0.01, "right"), (right, into, x1, x1 + w + 0.01, "left")):
+        for j, y in tops.items():
+            ax.add_patch(Rectangle((x, y - sizes[j]), w, sizes[j], color=colour[j], lw=0))
+            ax.text(tx, y - sizes[j] / 2, f"{_short(labels[j], 24)} ({sizes[j]:,.0f})", ha=ha, va="center",
+                    fontsize=7)
+    ends = _band_ends(flows, left, right)
+    for a, b, v in flows:
+        ax.add_patch(PathPatch(_band(w, x1, *ends[(a, b)], v), facecolor=colour[a], alpha=0.5, lw=0))
+    ax.set_xlim(-0.32, 1.32)
+    ax.set_ylim(-0.07 * height, 1.01 * height)
+    for x, name in ((w / 2, "from"), (x1 + w / 2, "next")):
+        ax.text(x, -0.02 * height, name, ha="center", va="top", fontsize=8, weight="bold")
+    ax.set_title(f"top {len(flows)} migration flows: {shown:,.0f} of {total:,.0f} moves "
+                 f"({shown / total:.0%}; staying excluded)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def plot_forecast(metrics: dict[str, dict[str, dict[str, float]]]) -> Any:
     """Bars of total-variation distance and top hit per forecaster, with CIs."""
     fig = _figure(8.0, 3.6)

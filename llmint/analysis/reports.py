@@ -105,14 +105,15 @@ def migration_report(dataset: Dataset, out_dir: Path, *, level: int | None = Non
                      ks: Sequence[int] = (10, 50), max_users: int | None = None, seed: int = 0,
                      llm_n: int = 0, llm_model: str | None = None, llm_adapter: str | None = None,
                      progress: Progress = None) -> dict[str, Any]:
-    """Population transitions and top flows, ranker-predicted vs actual transitions, migration target
-    lists with precision@k on a chronological split, and the association graph's strongest links.
+    """Population transitions and top flows (heat map and Sankey PNGs), ranker-predicted vs actual
+    transitions, migration target lists with precision@k on a chronological split, and the association
+    graph's strongest links.
 
     `llm_n` > 0 also scores the LLM (zero-shot, or with `llm_adapter`) on a seeded sample of that many
     test shoppers and compares its predicted transition matrix with the baselines' on the same rows.
     """
     from ..split import SplitConfig, make_split
-    from .plots import plot_transitions, save
+    from .plots import plot_flows, plot_transitions, save
 
     tax = taxonomy_of(dataset, level)
     labels = list(tax.labels)
@@ -143,7 +144,9 @@ def migration_report(dataset: Dataset, out_dir: Path, *, level: int | None = Non
         if llm_n > 0 else None
     graph = association_graph(seqs, labels, AssociationConfig())
     out_dir.mkdir(parents=True, exist_ok=True)
-    png = save(plot_transitions(counts, labels, top), out_dir / f"migration_{_safe(dataset.name)}.png")
+    stem = f"migration_{_safe(dataset.name)}"
+    png = save(plot_transitions(counts, labels, top), out_dir / f"{stem}.png")
+    sankey = save(plot_flows(counts, labels, top), out_dir / f"{stem}_flows.png")
     strongest = [asdict(lk) for lk in graph.links if lk.kind == "transition"][:10]
     return {
         "dataset": dataset.name, "level": tax.level, "n_shoppers": len(seqs), "n_transitions": int(counts.sum()),
@@ -155,7 +158,7 @@ def migration_report(dataset: Dataset, out_dir: Path, *, level: int | None = Non
         "llm_sample": llm_sample,
         "association_top": strongest,
         "association_evidence": {lk["source"]: evidence(graph, lk["source"], 2) for lk in strongest[:3]},
-        "files": {"heatmap_png": str(png)},
+        "files": {"heatmap_png": str(png), "sankey_png": str(sankey)},
     }
 
 
