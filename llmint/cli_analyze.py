@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from .bundled import resolve_adapter
 from .errors import LlmintError
 
 _DATASET = click.option("--dataset", default="movielens", show_default=True, help="Dataset name or canonical file.")
@@ -22,6 +23,9 @@ _OUT = click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path
                     show_default=True, help="Folder for the JSON and PNG files.")
 _MAX_USERS = click.option("--max-users", type=int, default=None,
                           help="Seeded subsample of shoppers (default: all).")
+_ADAPTER = click.option("--adapter", "llm_adapter", default="auto", show_default=True,
+                        help="peft adapter folder for --llm-n, 'none' (zero-shot) or 'auto' (the adapter bundled "
+                             "for the model and dataset, else zero-shot).")
 _SEED = click.option("--seed", type=int, default=0, show_default=True, help="Tie-shuffle and subsample seed.")
 
 
@@ -88,19 +92,18 @@ def shopper(user_id: str, dataset: str, level: int | None, recent_n: int, half_l
 @click.option("--llm-n", type=int, default=0, show_default=True,
               help="Also score the LLM on this many test shoppers and compare its predicted transitions.")
 @click.option("--model", "llm_model", default=None, help="LLM for --llm-n (default: smollm2-135m).")
-@click.option("--adapter", "llm_adapter", default=None, type=click.Path(exists=True, file_okay=False),
-              help="peft adapter for --llm-n (default: zero-shot).")
+@_ADAPTER
 @_MAX_USERS
 @_SEED
 @_OUT
 def migration(dataset: str, level: int | None, top: int, ks: tuple[int, ...], llm_n: int, llm_model: str | None,
-              llm_adapter: str | None, max_users: int | None, seed: int, out_dir: Path) -> None:
+              llm_adapter: str, max_users: int | None, seed: int, out_dir: Path) -> None:
     """Population transitions, top flows (heat map, Sankey), predicted vs actual, target lists' precision@k."""
     from .analysis.reports import migration_report
 
     ds = _load(dataset)
     res = _run(migration_report, ds, out_dir, level=level, top=top, ks=ks, max_users=max_users, seed=seed,
-               llm_n=llm_n, llm_model=llm_model, llm_adapter=llm_adapter,
+               llm_n=llm_n, llm_model=llm_model, llm_adapter=resolve_adapter(llm_adapter, llm_model, ds.name),
                progress=lambda m: click.echo(f"... {m}", err=True))
     _write(res, out_dir, f"migration_{ds.name}")
 
@@ -111,19 +114,21 @@ def migration(dataset: str, level: int | None, top: int, ks: tuple[int, ...], ll
 @click.option("--window", default="auto", show_default=True, help="auto, month, week, day or orders:N.")
 @click.option("--min-windows", type=int, default=4, show_default=True, help="Windows a shopper needs (last held out).")
 @click.option("--llm-n", type=int, default=0, show_default=True,
-              help="Also score the zero-shot LLM on this many shoppers (CPU: 2-10 s each).")
+              help="Also score the LLM on this many shoppers (CPU: 2-10 s each).")
 @click.option("--model", "llm_model", default=None, help="LLM for --llm-n (default: smollm2-135m).")
+@_ADAPTER
 @_MAX_USERS
 @_SEED
 @_OUT
 def trends_cmd(dataset: str, level: int | None, window: str, min_windows: int, llm_n: int, llm_model: str | None,
-               max_users: int | None, seed: int, out_dir: Path) -> None:
+               llm_adapter: str, max_users: int | None, seed: int, out_dir: Path) -> None:
     """Rising/falling categories and next-window forecasts: exponential smoothing vs Markov and others."""
     from .analysis.reports import trends_report
 
     ds = _load(dataset)
     res = _run(trends_report, ds, out_dir, level=level, window=window, min_windows=min_windows,
-               max_users=max_users, llm_n=llm_n, llm_model=llm_model, seed=seed,
+               max_users=max_users, llm_n=llm_n, llm_model=llm_model,
+               llm_adapter=resolve_adapter(llm_adapter, llm_model, ds.name), seed=seed,
                progress=lambda m: click.echo(f"... {m}", err=True))
     _write(res, out_dir, f"trends_{ds.name}")
 

@@ -162,6 +162,12 @@ def migration_report(dataset: Dataset, out_dir: Path, *, level: int | None = Non
     }
 
 
+def _llm_setting(llm: Any) -> str:
+    """How the LLM of a comparison scores, for progress lines: adapter (or zero-shot) and temperature."""
+    adapter = Path(llm.cfg.adapter).name if llm.cfg.adapter else "zero-shot"
+    return f"{adapter}, temperature {llm.temperature:.3g}"
+
+
 def _llm_migration(dataset: Dataset, tax: Any, tokens: Any, last: Sequence[int], n: int, model: str | None,
                    adapter: str | None, seed: int, progress: Progress) -> dict[str, Any]:
     """Predicted-vs-actual transition matrices of the LLM and the baselines on one seeded sample of test rows."""
@@ -177,8 +183,8 @@ def _llm_migration(dataset: Dataset, tax: Any, tokens: Any, last: Sequence[int],
                             LLMRankerConfig(model=model, adapter=adapter, max_valid=0, seed=seed))
     llm.fit_events([])
     if progress:
-        progress(f"{dataset.name}: LLM on {len(rows)} test shoppers (temperature 1)")
-    out: dict[str, Any] = {"n": int(len(rows)), "adapter": adapter, "temperature": 1.0}
+        progress(f"{dataset.name}: LLM on {len(rows)} test shoppers ({_llm_setting(llm)})")
+    out: dict[str, Any] = {"n": int(len(rows)), "adapter": adapter, "temperature": llm.temperature}
     hists = [tokens.test_hist[i] for i in rows]
     probs = {"llm": llm.predict_events([tokens.test_cases[i].history for i in rows])}
     for name, r in _rankers().items():
@@ -193,10 +199,12 @@ def _llm_migration(dataset: Dataset, tax: Any, tokens: Any, last: Sequence[int],
 
 def trends_report(dataset: Dataset, out_dir: Path, *, level: int | None = None, window: str = "auto",
                   min_windows: int = 4, max_users: int | None = None, llm_n: int = 0,
-                  llm_model: str | None = None, seed: int = 0, progress: Progress = None) -> dict[str, Any]:
+                  llm_model: str | None = None, llm_adapter: str | None = None, seed: int = 0,
+                  progress: Progress = None) -> dict[str, Any]:
     """Population trends (rising/falling labels), next-window forecast comparison (exponential
-    smoothing vs last window, history mean, Markov, most frequent; the zero-shot LLM on `llm_n`
-    shoppers when > 0) and an example shopper's category-mix chart."""
+    smoothing vs last window, history mean, Markov, most frequent; the LLM, zero-shot or with
+    `llm_adapter`, on a seeded sample of `llm_n` shoppers when > 0) and an example shopper's
+    category-mix chart."""
     from tqdm.auto import tqdm
 
     from .plots import plot_category_mix, plot_forecast, save
@@ -217,13 +225,15 @@ def trends_report(dataset: Dataset, out_dir: Path, *, level: int | None = None, 
 
         rng = np.random.default_rng(seed)
         sub = [problems[i] for i in np.sort(rng.choice(len(problems), min(llm_n, len(problems)), replace=False))]
-        llm = LLMCategoryRanker("llm", dataset, tax.level, LLMRankerConfig(model=llm_model, max_valid=0, seed=seed))
+        llm = LLMCategoryRanker("llm", dataset, tax.level,
+                                LLMRankerConfig(model=llm_model, adapter=llm_adapter, max_valid=0, seed=seed))
         llm.fit_events([])
         if progress:
-            progress(f"{dataset.name}: zero-shot LLM on {len(sub)} shoppers (temperature 1)")
+            progress(f"{dataset.name}: LLM on {len(sub)} shoppers ({_llm_setting(llm)})")
         small = compare_forecasters(sub, train, len(tax.labels), rankers={**_rankers(), "llm": llm},
                                     cfg=ForecastConfig(window=window, min_windows=min_windows, seed=seed, n_boot=200))
-        out["forecast_llm_sample"] = {"n": small.n, "metrics": small.metrics}
+        out["forecast_llm_sample"] = {"n": small.n, "adapter": llm_adapter, "temperature": llm.temperature,
+                                      "metrics": small.metrics}
     mixes = {p.user_id: None for p in problems}
     pop = population_trends({u: category_mix(hist[u], dataset.items, tax, window=window) for u in mixes},
                             TrendConfig(min_windows=min_windows))
