@@ -204,6 +204,8 @@ def bench_filters(
     (their items sit together, mostly away from the query), and random subsets (spread out).
     """
     from llmint.index import new_faiss_index
+    from llmint.index_faiss import search_params
+    from llmint.index_filter import filter_ef
 
     qs = xq[: cfg.n_filter_queries]
     nq = len(qs)
@@ -215,7 +217,7 @@ def bench_filters(
     leaf = max(counts, key=counts.get)
     filters: list[tuple[str, str, np.ndarray]] = []
     for cat in (leaf.split(" > ")[0], leaf):
-        filters.append(("clustered", cat, flat._candidates(cat)))
+        filters.append(("clustered", cat, flat._catalogue.candidates(cat)))
     for s in cfg.selectivities:
         cands = np.sort(rng.choice(n, max(cfg.k, int(s * n)), replace=False)).astype(np.int64)
         filters.append(("random", f"random {s:.1%}", cands))
@@ -232,7 +234,7 @@ def bench_filters(
         key = "bench:" + name
 
         def exact(q, key=key, cands=cands):
-            return hnsw._exact_subset(q, cfg.k, key, cands)
+            return hnsw._filter.exact_subset(hnsw, q, cfg.k, key, cands)
 
         t = time.perf_counter()
         exact(qs[:1])
@@ -240,11 +242,11 @@ def bench_filters(
         cached = len(cands) * flat.dim * 4 <= hnsw.cfg.filter_cache_mb * 2**20
         row["exact"] = {"first_query_ms": first, "recall@10": 1.0, "cached": cached}
         row["exact"] |= timed_single(exact, qs if cached else qs[:10])
-        hnsw._cache.pop("flat:" + key, None)
+        hnsw._filter.cache.pop("flat:" + key, None)
 
-        sel = hnsw._selector(key, cands)
-        ef = hnsw._filter_ef(len(cands), n)
-        params = hnsw._params(ef, sel)
+        sel = hnsw._filter.selector(hnsw, key, cands)
+        ef = filter_ef(hnsw.cfg, len(cands), n)
+        params = search_params(hnsw.kind, ef, sel)
         got = [
             [
                 str(lab)
@@ -257,13 +259,13 @@ def bench_filters(
         row["selector"] |= timed_single(
             lambda q, p=params: hnsw._index.search(q, cfg.k, params=p), qs
         )
-        hnsw._cache.pop("sel:" + key, None)
+        hnsw._filter.cache.pop("sel:" + key, None)
 
         t = time.perf_counter()
         sub = new_faiss_index("hnsw", flat.dim, hnsw.cfg)
         sub.add_with_ids(vecs, cands)
         build_s = time.perf_counter() - t
-        sp = hnsw._params(hnsw.cfg.ef_search)
+        sp = search_params(hnsw.kind, hnsw.cfg.ef_search)
         got = [
             [str(lab) for lab in sub.search(qs[i : i + 1], cfg.k, params=sp)[1][0] if lab >= 0]
             for i in range(nq)

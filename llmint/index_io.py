@@ -21,11 +21,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from .errors import ModelError
-from .index_config import IndexConfig, import_faiss, num_gpus
+from .index_config import IndexConfig, import_faiss
+from .index_faiss import wants_gpu
 from .index_ivfpq import HalfVectors
+from .index_labels import Catalogue
 
 if TYPE_CHECKING:
     from .embed import Embedder
@@ -43,7 +43,7 @@ def save_index(idx: ItemIndex, folder: Path) -> Path:
     import_faiss().write_index(idx._index, str(folder / "index.faiss"))
     if idx._exact is not None:
         idx._exact.save(folder / VECTORS)
-    live = np.flatnonzero(idx._alive)
+    live, item_ids, categories = idx._catalogue.live_entries()
     meta = {
         "format": FORMAT,
         "kind": idx.kind,
@@ -54,10 +54,10 @@ def save_index(idx: ItemIndex, folder: Path) -> Path:
         "build_time_utc": idx.build_time_utc,
         "catalogue_version": idx.catalogue_version,
         "config": asdict(idx.cfg),
-        "next_label": len(idx._item_ids),
+        "next_label": idx._catalogue.n_labels,
         "labels": live.tolist(),
-        "item_ids": [idx._item_ids[i] for i in live.tolist()],
-        "categories": [idx._cat_names[c] if c >= 0 else None for c in idx._cat_code[live].tolist()],
+        "item_ids": item_ids,
+        "categories": categories,
     }
     tmp = folder / "meta.json.tmp"
     tmp.write_text(json.dumps(meta, sort_keys=True, ensure_ascii=False))
@@ -106,15 +106,7 @@ def load_index(cls: type[ItemIndex], folder: Path, embedder: Embedder | None) ->
         meta.get("build_time_utc", ""),
     )
     n = int(meta["next_label"])
-    idx._item_ids = [None] * n
-    idx._alive = np.zeros(n, dtype=bool)
-    idx._cat_code = np.full(n, -1, dtype=np.int32)
-    labels = np.asarray(meta["labels"], dtype=np.int64)
-    for lab, iid, cat in zip(labels.tolist(), meta["item_ids"], meta["categories"], strict=True):
-        idx._item_ids[lab] = iid
-        idx._label_of[iid] = lab
-        idx._cat_code[lab] = idx._code(cat)
-    idx._alive[labels] = True
+    idx._catalogue = Catalogue.restore(n, meta["labels"], meta["item_ids"], meta["categories"])
     if idx.kind == "ivfpq":
         if not (folder / VECTORS).is_file():
             raise ModelError(f"{folder} holds an IVF-PQ index but no {VECTORS}")
@@ -123,7 +115,7 @@ def load_index(cls: type[ItemIndex], folder: Path, embedder: Embedder | None) ->
             raise ModelError(
                 f"{folder / VECTORS} has {len(idx._exact)} rows but meta.json has {n} labels"
             )
-    idx._use_gpu = cfg.device == "gpu" or (cfg.device == "auto" and num_gpus() > 0)
+    idx._filter.use_gpu = wants_gpu(cfg)
     if idx.n_tombstones != meta.get("n_tombstones", idx.n_tombstones):
         raise ModelError(f"{folder}: index.faiss and meta.json disagree on the item count")
     return idx

@@ -17,8 +17,9 @@ where the query is: on 200k x 64 (2048 lists, nprobe 64 raised to 287) a cluster
 category had recall@10 0.83 for queries near it but 0.15 for queries from elsewhere,
 while a random 0.5% subset had 1.00. Keep `exact_filter_max` high for this kind.
 
-`ItemIndex` (llmint.index) uses these for `kind="ivfpq"`; this module knows nothing
-about item ids or categories. faiss is imported inside the functions.
+`ItemIndex` (llmint.index) and its search routing (llmint.index_filter) use these for
+`kind="ivfpq"`; this module knows nothing about item ids or categories (a selector is
+opaque here). faiss is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 
 from .errors import ModelError
 from .index_config import IndexConfig, import_faiss, ivfpq_plan
+from .index_faiss import run_search
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,30 @@ def trained_ivfpq(vectors: np.ndarray, cfg: IndexConfig) -> Any:
         time.perf_counter() - t0,
     )
     return index
+
+
+def search_ivfpq(
+    index: Any,
+    exact: HalfVectors,
+    q: np.ndarray,
+    k: int,
+    nprobe: int,
+    cfg: IndexConfig,
+    sel: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `IndexIVFPQ`'s top max(k, rerank) over `nprobe` lists (of the labels `sel` keeps),
+    re-scored exactly from the float16 vectors `exact` when rerank > 0; the top k, best first."""
+    faiss = import_faiss()
+    nprobe = min(nprobe, index.nlist)
+    params = (
+        faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)
+        if sel is not None
+        else faiss.SearchParametersIVF(nprobe=nprobe)
+    )
+    scores, labels = run_search(index, q, max(k, cfg.rerank), params, cfg.single_query_threads)
+    if cfg.rerank == 0:
+        return scores, labels
+    return rerank(exact, q, labels, k)
 
 
 def rerank(exact: HalfVectors, q: np.ndarray, labels: np.ndarray, k: int, chunk: int = 256,
@@ -103,6 +129,13 @@ class HalfVectors:
     def memory_mapped(self) -> bool:
         """Are the loaded rows a memory map of a file (rather than in RAM)?"""
         return isinstance(self._base, np.memmap)
+
+    @staticmethod
+    def half(vectors: np.ndarray) -> np.ndarray:
+        """`vectors` rounded to float16; ValueError when a value overflows float16."""
+        if len(vectors) and np.abs(vectors).max() > np.finfo(np.float16).max:
+            raise ValueError("vectors overflow float16 (|x| > 65504); expected unit rows")
+        return vectors.astype(np.float16)
 
     def append(self, vectors: np.ndarray) -> None:
         """Add rows (n, dim) for the next n labels (rounded to float16)."""
@@ -149,4 +182,4 @@ class HalfVectors:
         return cls(dim, base)
 
 
-__all__ = ["HalfVectors", "rerank", "trained_ivfpq"]
+__all__ = ["HalfVectors", "rerank", "search_ivfpq", "trained_ivfpq"]

@@ -3,17 +3,22 @@
 `profile_weights(events, now, cfg)` is pure: it turns a shopper's events into
 (item_id, weight) pairs, weighting by action (purchase > cart > favourite >
 view) and by recency (exponential decay with a half-life in days when events
-carry timestamps, in events when they only carry an order index). The index
-turns the pairs into a vector (`ItemIndex.profile_vector`); this module knows
-nothing about embeddings or FAISS.
+carry timestamps, in events when they only carry an order index).
+`profile_vector(events, vectors_of, known, ...)` turns the pairs of the items that are
+`known` into a unit vector, the weighted mean of the item vectors that `vectors_of`
+looks up (`ItemIndex.profile_vector` passes its own). This module knows nothing about
+embeddings, labels or FAISS.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from .errors import HistoryError
 from .schema import ACTIONS, Event
 
 DEFAULT_ACTION_WEIGHTS: tuple[tuple[str, float], ...] = (
@@ -97,6 +102,31 @@ def profile_weights(
             decay = 0.5 ** (rank / cfg.half_life_events)
         out.append((e.item_id, weights[e.action] * decay))  # type: ignore[arg-type]
     return out
+
+
+def profile_vector(
+    events: Iterable[Event],
+    vectors_of: Callable[[Sequence[str]], np.ndarray],
+    known: Container[str],
+    now: float | None = None,
+    cfg: ProfileConfig | None = None,
+) -> np.ndarray:
+    """A shopper's profile (d,): the normalised, weighted mean of their recent items' vectors.
+
+    Weights come from `profile_weights` (action x recency). Items not `known` are
+    skipped; raises HistoryError when no event has a known item, or when the weighted
+    vectors (`vectors_of(item_ids)`, (n, d) float32) cancel out.
+    """
+    pairs = [(i, w) for i, w in profile_weights(events, now, cfg) if i in known]
+    if not pairs:
+        raise HistoryError("no recent event of this shopper has an item in the index")
+    vecs = vectors_of([i for i, _ in pairs])
+    w = np.array([w for _, w in pairs], dtype=np.float32)
+    v = (w[:, None] * vecs).sum(axis=0)
+    norm = float(np.linalg.norm(v))
+    if norm == 0.0:
+        raise HistoryError("the shopper's weighted item vectors cancel out to zero")
+    return (v / norm).astype(np.float32)
 
 
 def _when(e: Event) -> tuple[float, int]:
