@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from .coldstart import COLD_MAX, COLD_STRENGTH
+
 MANIFEST = "manifest.json"
 
 
@@ -50,8 +52,8 @@ class ScoreConfig:
     limit: int | None = None  # a seeded sample of this many shoppers (None: all)
     max_events: int = 500  # newest events kept per shopper, as the service does
     top_k: int = 5
-    cold_start_max: int = 3
-    cold_start_strength: float = 3.0
+    cold_start_max: int = COLD_MAX
+    cold_start_strength: float = COLD_STRENGTH
     seed: int = 0  # tie shuffle of events, sampling
     progress: bool = True
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+COLD_MAX = 3  # histories with at most this many events are cold (the service's and batch scorer's default)
+COLD_STRENGTH = 3.0  # k in the model weight n / (n + k) of a cold history of n events (their default)
+
 
 def blend_prior(model_p: np.ndarray | None, n_events: int, prior: np.ndarray, *, cold_max: int,
                 strength: float) -> tuple[np.ndarray, float]:
@@ -29,4 +32,4 @@ def blend_prior(model_p: np.ndarray | None, n_events: int, prior: np.ndarray, *,
     return model_p, 0.0
 
 
-__all__ = ["blend_prior"]
+__all__ = ["COLD_MAX", "COLD_STRENGTH", "blend_prior"]

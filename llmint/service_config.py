@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .coldstart import COLD_MAX, COLD_STRENGTH
 from .errors import DataError, HistoryError, UnknownIdError
 from .schema import Event, Item
 
@@ -64,8 +65,8 @@ class ServiceConfig:
     max_text_chars: int = field(default=5000, metadata=_h("an event text longer than this raises DataError"))
     max_batch: int = field(default=64, metadata=_h("predict_batch takes at most this many inputs"))
     max_new_tokens: int = field(default=64, metadata=_h("explanation length cap (greedy decoding)"))
-    cold_start_max: int = field(default=3, metadata=_h("histories with at most this many events are cold"))
-    cold_start_strength: float = field(default=3.0, metadata=_h(
+    cold_start_max: int = field(default=COLD_MAX, metadata=_h("histories with at most this many events are cold"))
+    cold_start_strength: float = field(default=COLD_STRENGTH, metadata=_h(
         "k in the model weight n / (n + k) of a cold history of n >= 1 events"))
     exclude_seen: bool = field(default=False, metadata=_h("leave the shopper's own items out of products"))
     seed: int = field(default=0, metadata=_h("torch seed set before each generation; split tie seed"))
