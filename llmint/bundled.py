@@ -26,6 +26,7 @@ NONE = "none"
 # (registry model name, dataset name) -> folder under llmint/adapters/
 BUNDLED: dict[tuple[str, str], str] = {
     ("smollm2-135m", "movielens"): "smollm2-135m-movielens",
+    ("smollm2-135m", "office"): "smollm2-135m-office",
 }
 
 

@@ -7,6 +7,7 @@ MovieLens through it by default, end to end with an audit row and an identical r
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from llmint.bundled import (
+    BUNDLED,
     adapters_dir,
     bundled_adapter,
     calibrated_temperature,
@@ -24,16 +26,22 @@ from llmint.service_config import ServiceConfig
 FOLDER = adapters_dir() / "smollm2-135m-movielens"
 
 
-def test_the_bundled_adapter_ships_every_file_and_is_small():
+@pytest.mark.parametrize(("model", "dataset"), sorted(BUNDLED))
+def test_every_bundled_adapter_ships_every_file_and_is_small(model, dataset):
+    folder = adapters_dir() / BUNDLED[(model, dataset)]
     for name in ("adapter_config.json", "adapter_model.safetensors", "train_config.json", "metrics.json",
                  "calibration.json", "README.md"):
-        assert (FOLDER / name).is_file(), name
-    assert (FOLDER / "adapter_model.safetensors").stat().st_size < 10 * 2**20
-    train = json.loads((FOLDER / "train_config.json").read_text())
-    assert train["model"] == "smollm2-135m" and train["dataset"] == "movielens"
-    metrics = json.loads((FOLDER / "metrics.json").read_text())
+        assert (folder / name).is_file(), name
+    assert (folder / "adapter_model.safetensors").stat().st_size < 10 * 2**20
+    train = json.loads((folder / "train_config.json").read_text())
+    assert train["model"] == model and train["dataset"] == dataset
+    metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["steps"] > 0 and metrics["valid_loss"] < metrics["valid_loss_initial"]
-    t = calibrated_temperature(str(FOLDER))
+    calibration = json.loads((folder / "calibration.json").read_text())
+    assert calibration["dataset"] == dataset and calibration["level"] == train["level"]
+    digest = hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()
+    assert calibration["adapter_sha256"] == digest  # calibrated on these very weights
+    t = calibrated_temperature(str(folder))
     assert t is not None and 0.05 < t < 20
 
 
@@ -41,7 +49,8 @@ def test_auto_resolves_to_the_bundled_adapter_only_where_one_matches(tmp_path):
     assert bundled_adapter(None, "movielens") == FOLDER
     assert bundled_adapter("smollm2-135m", "movielens") == FOLDER
     assert resolve_adapter("auto", None, "movielens") == str(FOLDER)
-    assert resolve_adapter("auto", None, "office") is None  # nothing bundled: zero-shot
+    assert resolve_adapter("auto", None, "office") == str(adapters_dir() / "smollm2-135m-office")
+    assert resolve_adapter("auto", None, "taobao") is None  # nothing bundled: zero-shot
     assert resolve_adapter("auto", "qwen2.5-0.5b", "movielens") is None  # trained for another model
     assert resolve_adapter("none", None, "movielens") is None
     assert resolve_adapter(None, None, "movielens") is None
