@@ -27,6 +27,7 @@ NONE = "none"
 BUNDLED: dict[tuple[str, str], str] = {
     ("smollm2-135m", "movielens"): "smollm2-135m-movielens",
     ("smollm2-135m", "office"): "smollm2-135m-office",
+    ("smollm2-135m", "instacart"): "smollm2-135m-instacart",
 }
 
 
