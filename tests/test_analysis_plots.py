@@ -24,14 +24,16 @@ def _bands(fig: Figure) -> list[PathPatch]:
 
 
 def test_sankey_flows_exact_order_and_diagonal_ignored() -> None:
-    # count desc, ties by source index then target index; staying never counts as a flow
-    assert sankey_flows(COUNTS, 5) == [(1, 2, 9), (2, 1, 9), (0, 1, 7), (1, 0, 6), (2, 3, 4)]
-    everything = sankey_flows(COUNTS, 100)
+    # count desc, ties as the report's top_flows: by lift (Cables -> Phones 0.65 beats Phones -> Cables),
+    # then names (Phones -> Ink and Ink -> Phones have equal lift); staying never counts as a flow
+    assert sankey_flows(COUNTS, LABELS, 5) == [(2, 1, 9), (1, 2, 9), (0, 1, 7), (1, 0, 6), (3, 2, 4)]
+    everything = sankey_flows(COUNTS, LABELS, 100)
     assert len(everything) == 10 and all(a != b for a, b, _ in everything)
     assert sum(v for *_, v in everything) == COUNTS.sum() - np.trace(COUNTS)
     bigger_stays = COUNTS + np.diag([1000, 1000, 1000, 1000])
-    assert sankey_flows(bigger_stays, 100) == everything
-    assert sankey_flows(COUNTS, 0) == []
+    stays = sankey_flows(bigger_stays, LABELS, 100)  # the same flows, counts in the same order
+    assert set(stays) == set(everything) and [v for *_, v in stays] == [v for *_, v in everything]
+    assert sankey_flows(COUNTS, LABELS, 0) == []
 
 
 def test_plot_flows_draws_one_band_per_flow_as_wide_as_its_count() -> None:

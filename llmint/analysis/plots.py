@@ -108,22 +108,18 @@ def plot_transitions(counts: np.ndarray, labels: Sequence[str], top: int = 15, *
     return fig
 
 
-def sankey_flows(counts: np.ndarray, top: int = 12) -> list[tuple[int, int, float]]:
-    """The `top` largest off-diagonal flows as (source index, target index, count), largest first.
-
-    Staying (the diagonal) and empty cells are ignored; ties are broken by source index, then target index.
+def sankey_flows(counts: np.ndarray, labels: Sequence[str], top: int = 12) -> list[tuple[int, int, float]]:
+    """The `top` largest off-diagonal flows as (source index, target index, count), largest first:
+    `migration.top_flows` (ties by lift, then names), so the chart shows the flows the report lists.
 
     Example:
-        >>> sankey_flows(np.array([[9, 2, 3], [2, 0, 0], [0, 1, 0]]), 3)
-        [(0, 2, 3), (0, 1, 2), (1, 0, 2)]
+        >>> sankey_flows(np.array([[9, 2, 3], [2, 0, 0], [0, 1, 0]]), ["A", "B", "C"], 3)
+        [(0, 2, 3.0), (1, 0, 2.0), (0, 1, 2.0)]
     """
-    c = np.asarray(counts)
-    src, dst = np.nonzero(c > 0)
-    moves = src != dst
-    src, dst = src[moves], dst[moves]
-    val = c[src, dst]
-    order = np.lexsort((dst, src, -val))[: max(top, 0)]
-    return [(int(src[i]), int(dst[i]), val[i].item()) for i in order]
+    from .migration import top_flows
+
+    index = {lab: j for j, lab in enumerate(labels)}
+    return [(index[f.source], index[f.target], float(f.count)) for f in top_flows(counts, labels, max(top, 0))]
 
 
 def _stack(sizes: dict[int, float], gap: float, height: float) -> dict[int, float]:
@@ -185,7 +181,7 @@ def plot_flows(counts: np.ndarray, labels: Sequence[str], top: int = 12) -> Any:
     """
     from matplotlib.patches import PathPatch, Rectangle
 
-    flows = sankey_flows(counts, top)
+    flows = sankey_flows(counts, labels, top)
     c = np.asarray(counts, dtype=np.float64)
     out: dict[int, float] = {}
     into: dict[int, float] = {}
