@@ -162,28 +162,31 @@ def migration_report(dataset: Dataset, out_dir: Path, *, level: int | None = Non
     }
 
 
-def _llm_setting(llm: Any) -> str:
-    """How the LLM of a comparison scores, for progress lines: adapter (or zero-shot) and temperature."""
-    adapter = Path(llm.cfg.adapter).name if llm.cfg.adapter else "zero-shot"
-    return f"{adapter}, temperature {llm.temperature:.3g}"
+def _llm(dataset: Dataset, tax: Any, model: str | None, adapter: str | None, seed: int, progress: Progress,
+         what: str) -> Any:
+    """The LLM ranker of a comparison: zero-shot or `adapter`, at the adapter's calibrated temperature
+    (else 1; nothing is fitted here); says how it scores on `progress`."""
+    from ..llm_ranker import LLMCategoryRanker, LLMRankerConfig
+
+    llm = LLMCategoryRanker("llm", dataset, tax.level,
+                            LLMRankerConfig(model=model, adapter=adapter, max_valid=0, seed=seed))
+    llm.fit_events([])
+    if progress:
+        name = Path(adapter).name if adapter else "zero-shot"
+        progress(f"{dataset.name}: LLM on {what} ({name}, temperature {llm.temperature:.3g})")
+    return llm
 
 
 def _llm_migration(dataset: Dataset, tax: Any, tokens: Any, last: Sequence[int], n: int, model: str | None,
                    adapter: str | None, seed: int, progress: Progress) -> dict[str, Any]:
     """Predicted-vs-actual transition matrices of the LLM and the baselines on one seeded sample of test rows."""
-    from ..llm_ranker import LLMCategoryRanker, LLMRankerConfig
-
     labels = list(tax.labels)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(tokens.test_cases), min(n, len(tokens.test_cases)), replace=False))
     last_s = [last[i] for i in rows]
     actual = np.zeros((len(labels), len(labels)), dtype=np.int64)
     np.add.at(actual, (np.asarray(last_s, dtype=np.int64), tokens.test_target[rows]), 1)
-    llm = LLMCategoryRanker("llm", dataset, tax.level,
-                            LLMRankerConfig(model=model, adapter=adapter, max_valid=0, seed=seed))
-    llm.fit_events([])
-    if progress:
-        progress(f"{dataset.name}: LLM on {len(rows)} test shoppers ({_llm_setting(llm)})")
+    llm = _llm(dataset, tax, model, adapter, seed, progress, f"{len(rows)} test shoppers")
     out: dict[str, Any] = {"n": int(len(rows)), "adapter": adapter, "temperature": llm.temperature}
     hists = [tokens.test_hist[i] for i in rows]
     probs = {"llm": llm.predict_events([tokens.test_cases[i].history for i in rows])}
@@ -221,15 +224,10 @@ def trends_report(dataset: Dataset, out_dir: Path, *, level: int | None = None, 
     out: dict[str, Any] = {"dataset": dataset.name, "level": tax.level, "window": window,
                            "n_shoppers": len(hist), "forecast": {"n": res.n, "metrics": res.metrics}}
     if llm_n > 0:
-        from ..llm_ranker import LLMCategoryRanker, LLMRankerConfig
 
         rng = np.random.default_rng(seed)
         sub = [problems[i] for i in np.sort(rng.choice(len(problems), min(llm_n, len(problems)), replace=False))]
-        llm = LLMCategoryRanker("llm", dataset, tax.level,
-                                LLMRankerConfig(model=llm_model, adapter=llm_adapter, max_valid=0, seed=seed))
-        llm.fit_events([])
-        if progress:
-            progress(f"{dataset.name}: LLM on {len(sub)} shoppers ({_llm_setting(llm)})")
+        llm = _llm(dataset, tax, llm_model, llm_adapter, seed, progress, f"{len(sub)} shoppers")
         small = compare_forecasters(sub, train, len(tax.labels), rankers={**_rankers(), "llm": llm},
                                     cfg=ForecastConfig(window=window, min_windows=min_windows, seed=seed, n_boot=200))
         out["forecast_llm_sample"] = {"n": small.n, "adapter": llm_adapter, "temperature": llm.temperature,
