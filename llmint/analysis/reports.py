@@ -224,7 +224,6 @@ def trends_report(dataset: Dataset, out_dir: Path, *, level: int | None = None, 
     out: dict[str, Any] = {"dataset": dataset.name, "level": tax.level, "window": window,
                            "n_shoppers": len(hist), "forecast": {"n": res.n, "metrics": res.metrics}}
     if llm_n > 0:
-
         rng = np.random.default_rng(seed)
         sub = [problems[i] for i in np.sort(rng.choice(len(problems), min(llm_n, len(problems)), replace=False))]
         llm = _llm(dataset, tax, llm_model, llm_adapter, seed, progress, f"{len(sub)} shoppers")
