@@ -113,7 +113,9 @@ class HalfVectors:
 
     The rows loaded from `vectors.f16.npy` stay a read-only memory map; rows appended
     later live in an in-memory tail whose capacity doubles, so `append` never copies the
-    mapped rows. `get` returns float32.
+    mapped rows. `get` returns float32. `copy.deepcopy` shares the mapped rows (nothing
+    writes to them) and copies only the tail, so copying a loaded 100M-item index does not
+    read 77 GB into RAM; `pickle` still carries every row (a pickle must stand alone).
     """
 
     def __init__(self, dim: int, base: np.ndarray | None = None) -> None:
@@ -124,6 +126,19 @@ class HalfVectors:
 
     def __len__(self) -> int:
         return len(self._base) + self._n_tail
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> HalfVectors:
+        twin = HalfVectors(self.dim, self._base if self.memory_mapped else self._base.copy())
+        twin._tail, twin._n_tail = self._tail[: self._n_tail].copy(), self._n_tail
+        memo[id(self)] = twin
+        return twin
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Every row in RAM (a memory map's rows read from its file): a pickle stands alone."""
+        state = self.__dict__.copy()
+        state["_base"] = np.asarray(self._base)
+        state["_tail"] = self._tail[: self._n_tail]
+        return state
 
     @property
     def memory_mapped(self) -> bool:

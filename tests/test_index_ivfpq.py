@@ -220,6 +220,21 @@ def test_copy_after_a_category_search_searches_identically(data, idx, clone) -> 
     np.testing.assert_array_equal(twin.vectors_of(data["ids"][:20]), idx.vectors_of(data["ids"][:20]))
 
 
+def test_a_copy_of_a_loaded_index_shares_the_memory_map_and_a_pickle_carries_the_rows(data, idx, tmp_path) -> None:
+    """deepcopy must not read the mapped float16 rows into RAM (77 GB at 100M items);
+    rows added to the copy stay in the copy; a pickle stands alone."""
+    idx.save(tmp_path)
+    back = ItemIndex.load(tmp_path)
+    twin = copy.deepcopy(back)
+    assert twin._exact.memory_mapped and np.shares_memory(twin._exact._base, back._exact._base)
+    twin.add(["new"], -data["queries"][:1], ["C1"])
+    assert "new" in twin and "new" not in back and len(back._exact) == N
+    assert twin.search(-data["queries"][:1], 1)[0][0].item_id == "new"
+    pickled = pickle.loads(pickle.dumps(back))
+    assert not pickled._exact.memory_mapped
+    np.testing.assert_array_equal(pickled.vectors_of(data["ids"][:20]), back.vectors_of(data["ids"][:20]))
+
+
 def test_too_small_to_train_says_how_many_items_are_needed(data) -> None:
     with pytest.raises(ValueError, match="needs at least 9984 items .* got 5000"):
         ItemIndex.build(data["ids"][:5000], data["vecs"][:5000], cfg=CFG)
