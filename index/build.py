@@ -39,8 +39,11 @@ INDEX_OPTIONS = (
     "ef_search",
     "sub_ef_search",
     "exact_filter_max",
+    "filter_ef_max",
+    "filter_cache_mb",
+    "single_query_threads",
     *IVFPQ_OPTIONS,
-)  # the IndexConfig fields offered as --options
+)  # the IndexConfig fields offered as --options (search-time ones are kept in meta.json)
 CHOICES = {"kind": KINDS, "device": DEVICES}
 
 

@@ -107,11 +107,21 @@ def test_ivfpq_options_default_to_the_index_config(gen_dataset, embedder_dir) ->
     assert cfg.index == IndexConfig(kind="ivfpq")
 
 
+def test_search_time_options_reach_the_index_config(embedder_dir) -> None:
+    from index import build
+
+    extra = ["--filter-ef-max", "2048", "--filter-cache-mb", "64", "--single-query-threads", "0"]
+    cfg = build.config_from_args(build.make_parser().parse_args(argv(Path("unused"), embedder_dir, *extra)))
+    assert cfg.index == IndexConfig(filter_ef_max=2048, filter_cache_mb=64, single_query_threads=0)
+
+
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
         (["--kind", "ivf"], "argument --kind: invalid choice: 'ivf'"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+        (["--filter-ef-max", "0"], "filter_ef_max=0; expected an int >= 1"),
+        (["--single-query-threads", "-1"], "single_query_threads=-1"),
         (["--kind", "ivfpq", "--pq-m", "0"], "pq_m=0; expected an int >= 1"),
         (["--kind", "ivfpq", "--ivf-nlist", "10000"], "train_max=200000; expected an int >= 390000"),
         (["--kind", "ivfpq", "--train-max", "5000"], "train_max=5000; expected an int >= 9984"),
