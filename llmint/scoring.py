@@ -338,11 +338,16 @@ class CategoryScorer:
             past_key_values=cache,
             use_cache=True,
         ).logits.float()  # (n, T, V)
-        lp = torch.cat([root[:, None], torch.log_softmax(logits, dim=-1)], dim=1)  # (n, T+1, V)
+        # log p(tok | node) = logit - logsumexp(node's logits): one reduction per node and a
+        # gather of the L x K needed logits, instead of a full (n, T, V) log-softmax copy
+        lse = torch.logsumexp(logits, dim=-1)  # (n, T)
         src = torch.from_numpy(tr.src).to(device)
         tok = torch.from_numpy(tr.tok).to(device)
         valid = torch.from_numpy(tr.valid).to(device)
-        picked = lp[:, src, tok]  # (n, L, K)
+        node = (src - 1).clamp(min=0)  # src 0 is the root, read from `root` below
+        picked = torch.where(
+            src == 0, root[:, tok], logits[:, node, tok] - lse[:, node]
+        )  # (n, L, K)
         return (picked * valid).sum(-1)
 
     def _flat_pass(self, cache: Any, mask: Any, lengths: Any, root: Any) -> Any:
