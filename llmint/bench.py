@@ -34,6 +34,7 @@ from typing import Any
 SECTIONS = ("scoring", "throughput", "levers", "generation", "predict", "index", "lora", "roofline")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTN = ("sdpa", "eager")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _h(text: str) -> dict[str, str]:
@@ -60,6 +61,9 @@ class BenchConfig:
     n_throughput: int = field(default=8, metadata=_h("shoppers scored per batch size"))
     threads: tuple[int, ...] = field(default=(1, 2), metadata=_h("torch intra-op threads tried (lever)"))
     attn: tuple[str, ...] = field(default=ATTN, metadata=_h("attention implementations tried (lever)"))
+    compile: tuple[str, ...] = field(default=(), metadata=_h(
+        f"torch.compile modes tried on each decoder layer vs eager (lever; of {COMPILE_MODES}; "
+        "empty: skipped, compiling takes about a minute on 2 CPU cores)"))
     n_lever: int = field(default=3, metadata=_h("shoppers timed per lever setting"))
     gen_tokens: int = field(default=32, metadata=_h("new tokens per generation (fixed length)"))
     n_generate: int = field(default=2, metadata=_h("generations timed with the KV cache"))
@@ -93,6 +97,10 @@ class BenchConfig:
         bad = [a for a in self.attn if a not in ATTN]
         if bad:
             raise ValueError(f"attn {bad} unknown; expected any of {ATTN}")
+        object.__setattr__(self, "compile", (self.compile,) if isinstance(self.compile, str) else tuple(self.compile))
+        bad = [m for m in self.compile if m not in COMPILE_MODES]
+        if bad:
+            raise ValueError(f"compile modes {bad} unknown; expected any of {COMPILE_MODES}")
         for name in ("n_shoppers", "batch", "n_naive", "n_throughput", "n_lever", "gen_tokens", "n_generate",
                      "no_cache_tokens", "n_predict", "index_size", "index_queries", "lora_steps", "lora_batch",
                      "torch_threads"):

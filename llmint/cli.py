@@ -207,6 +207,10 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
 @click.option("--threads", type=int, multiple=True, default=(1, 2), show_default=True,
               help="Torch threads tried by the threads lever (repeatable; CPU only).")
 @click.option("--torch-threads", type=int, default=1, show_default=True, help="Torch threads everywhere else (CPU).")
+@click.option("--compile", "compile_modes", multiple=True,
+              type=click.Choice(["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]),
+              help="torch.compile mode(s) tried by the compile lever, each decoder layer vs eager (repeatable; "
+                   "default: none, compiling takes about a minute on CPU).")
 @click.option("--gen-tokens", type=int, default=32, show_default=True, help="New tokens per explanation.")
 @click.option("--index-size", type=int, default=100_000, show_default=True, help="Synthetic vectors in the index.")
 @click.option("--lora-dataset", default="movielens", show_default=True, help="Dataset of the LoRA section.")
@@ -220,8 +224,8 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
 def bench(dataset: str, level: int | None, llm_model: str | None, device: str, dtype: str,
           history_tokens: tuple[int, ...], n_shoppers: int, batch: int, naive_labels: int,
           batch_sizes: tuple[int, ...], n_throughput: int, threads: tuple[int, ...], torch_threads: int,
-          gen_tokens: int, index_size: int, lora_dataset: str, lora_steps: int, lora_batch: int,
-          sections: tuple[str, ...], out: Path) -> None:
+          compile_modes: tuple[str, ...], gen_tokens: int, index_size: int, lora_dataset: str, lora_steps: int,
+          lora_batch: int, sections: tuple[str, ...], out: Path) -> None:
     """Speed of every part (scoring, throughput, generation, predict, index, LoRA), each vs a same-run baseline."""
     from tqdm.auto import tqdm
 
@@ -231,7 +235,7 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
         cfg = BenchConfig(dataset=dataset, level=level, model=llm_model, device=device, dtype=dtype,
                           history_tokens=history_tokens, n_shoppers=n_shoppers, batch=batch,
                           naive_labels=naive_labels or None, batch_sizes=batch_sizes, n_throughput=n_throughput,
-                          threads=threads, torch_threads=torch_threads, gen_tokens=gen_tokens,
+                          threads=threads, torch_threads=torch_threads, compile=compile_modes, gen_tokens=gen_tokens,
                           index_size=index_size, lora_dataset=lora_dataset, lora_steps=lora_steps,
                           lora_batch=lora_batch, sections=sections or SECTIONS)
     except ValueError as err:

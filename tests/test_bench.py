@@ -7,6 +7,7 @@ KV-reuse scores match the naive ones.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -38,6 +39,7 @@ def test_row_speedup_is_above_one_when_better_than_the_baseline():
     ({"dtype": "int8"}, "dtype="),
     ({"sections": ("scoring", "nope")}, "sections"),
     ({"attn": ("flash",)}, "attn"),
+    ({"compile": ("jit",)}, r"compile modes \['jit'\] unknown"),
     ({"history_tokens": ()}, "history_tokens is empty"),
     ({"history_tokens": (256, 0)}, "history_tokens=0"),
     ({"n_shoppers": 0}, "n_shoppers=0"),
@@ -118,7 +120,8 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
 
     ds = shop(n_users=6, length=5)
     cfg = BenchConfig(history_tokens=(16,), n_shoppers=2, batch=2, n_naive=1, naive_labels=2, batch_sizes=(2,),
-                      n_throughput=2, threads=(1,), attn=("sdpa", "eager"), n_lever=1, gen_tokens=3, n_generate=1,
+                      n_throughput=2, threads=(1,), attn=("sdpa", "eager"), compile=("default",), n_lever=1,
+                      gen_tokens=3, n_generate=1,
                       no_cache_tokens=2, n_predict=1, index_dir=str(tmp_path / "index"), index_size=1200,
                       index_queries=10, lora_steps=1, lora_batch=1, warmup=0)
     threads = torch.get_num_threads()
@@ -138,8 +141,14 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     assert res["sections"]["generation"]["prefix_ttft"]["prefix_tokens"] > 100
     assert res["sections"]["levers"]["detail"]["attn_max_abs_diff"] < 1e-3
     assert [lv["lever"] for lv in res["sections"]["levers"]["levers"]] == [
-        "sdpa vs eager attention", "trie vs flat label pass", "batch 2 vs 1 (scoring)",
-        "shared prompt prefix K/V computed once (CategoryScorer.set_prefix)"]
+        "sdpa vs eager attention", "torch.compile (default) vs eager", "trie vs flat label pass",
+        "batch 2 vs 1 (scoring)", "shared prompt prefix K/V computed once (CategoryScorer.set_prefix)"]
+    compiled = res["sections"]["levers"]["detail"]["compile_default"]
+    if shutil.which("gcc") or shutil.which("cc"):  # inductor's CPU backend needs a C++ compiler
+        assert compiled["max_abs_diff"] < 1e-3 and compiled["regional"], compiled
+        assert compiled["compiled"]["p50_ms"] > 0 and compiled["eager"]["n"] == 2
+    else:
+        assert "error" in compiled
     assert res["sections"]["levers"]["detail"]["shared_prefix_tokens"] > 0
     assert res["sections"]["predict"]["audit_rows"] == 1 + 2 * cfg.n_predict  # warm-up + explain off + on
     assert res["sections"]["lora"]["examples_per_s"] > 0
