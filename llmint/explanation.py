@@ -79,7 +79,7 @@ def greedy_decode(model: Any, tokenizer: Any, head: Sequence[int], *, max_new_to
 
 def generate_text(model: Any, tokenizer: Any, prompt_ids: Sequence[int], label: str, *,
                   max_new_tokens: int = 64, cache: Any = None) -> str:
-    """Greedy continuation of `prompt + label + "\n"` up to EOS or `max_new_tokens`, decoded."""
+    """Greedy continuation of `prompt + label + "\\n"` up to EOS or `max_new_tokens`, decoded."""
     return greedy_decode(model, tokenizer, label_head(tokenizer, prompt_ids, label),
                          max_new_tokens=max_new_tokens, cache=cache)
 
