@@ -202,6 +202,7 @@ def _compile_lever(ctx: Context, prompts: list[list[int]], mode: str, detail: di
         ctx.sync()
         compile_s = time.perf_counter() - t0
     except Exception as e:  # noqa: BLE001 - inductor raises many types; the bench reports and goes on
+        torch.compiler.reset()
         lever.update(verdict=f"not measured: compile failed ({type(e).__name__}: {str(e)[:160]})")
         detail[f"compile_{mode}"] = {"error": f"{type(e).__name__}: {e}"[:500]}
         return lever
@@ -211,6 +212,8 @@ def _compile_lever(ctx: Context, prompts: list[list[int]], mode: str, detail: di
     for order in (pairs, pairs[::-1]):  # interleaved, so a noisy minute hits both
         for name, sc in order:
             times[name] += ctx.time_each(lambda p, sc=sc: sc.score([p]), prompts, warmup=0)[0]
+    del comp, model
+    torch.compiler.reset()  # drop the compiled code, so later sections time the eager model alone
     t = {k: _ms(v) for k, v in times.items()}
     lever["measured"] = ratio(t["eager"]["p50_ms"], t["compiled"]["p50_ms"])
     lever["verdict"] = _verdict(lever["measured"], "compile pays (report; opt-in)", "eager faster (keep eager)")
