@@ -76,7 +76,8 @@ class BenchConfig:
     lora_dataset: str = field(default="movielens", metadata=_h("dataset of the LoRA section"))
     lora_steps: int = field(default=3, metadata=_h("LoRA optimiser steps timed (the first is warm-up)"))
     lora_batch: int = field(default=4, metadata=_h("examples per LoRA step"))
-    torch_threads: int = field(default=1, metadata=_h("torch intra-op threads outside the threads lever"))
+    torch_threads: int = field(default=0, metadata=_h(
+        "torch intra-op threads outside the threads lever (0: torch's default, all cores, as the service runs)"))
     sections: tuple[str, ...] = field(default=SECTIONS, metadata=_h(f"sections run, of {SECTIONS}"))
     seed: int = 0
     warmup: int = field(default=1, metadata=_h("untimed calls before each timed series"))
@@ -102,9 +103,9 @@ class BenchConfig:
         if bad:
             raise ValueError(f"compile modes {bad} unknown; expected any of {COMPILE_MODES}")
         for name in ("n_shoppers", "batch", "n_naive", "n_throughput", "n_lever", "gen_tokens", "n_generate",
-                     "no_cache_tokens", "n_predict", "index_size", "index_queries", "lora_steps", "lora_batch",
-                     "torch_threads"):
+                     "no_cache_tokens", "n_predict", "index_size", "index_queries", "lora_steps", "lora_batch"):
             _check_int(name, getattr(self, name), 1)
+        _check_int("torch_threads", self.torch_threads, 0)
         for name in ("history_tokens", "batch_sizes", "threads"):
             for v in getattr(self, name):
                 _check_int(name, v, 1)
@@ -172,7 +173,8 @@ def format_table(res: dict[str, Any]) -> str:
         f"# llmint bench ({res['config']['device']}, {res['config']['dtype']})",
         "",
         f"{m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs (load average {m.get('loadavg', '?')} at start), "
-        f"torch {m.get('torch', '?')}, {res['config']['torch_threads']} torch thread(s) unless a lever says "
+        f"torch {m.get('torch', '?')}, {m.get('torch_threads', res['config']['torch_threads'])} torch thread(s) "
+        "unless a lever says "
         f"otherwise; dataset {res.get('dataset', res['config']['dataset'])}. "
         "Ratios compare with a baseline timed in the same run.",
         "",
@@ -229,9 +231,11 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] | None = None, *, data
 
     say = progress or (lambda msg: None)
     threads = torch.get_num_threads()
-    if cfg.device == "cpu":
+    if cfg.device == "cpu" and cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    res: dict[str, Any] = {"config": asdict(cfg), "machine": machine(cfg.device), "sections": {}, "rows": []}
+    res: dict[str, Any] = {"config": asdict(cfg), "machine": {**machine(cfg.device),
+                                                              "torch_threads": torch.get_num_threads()},
+                           "sections": {}, "rows": []}
     try:
         ds = dataset if dataset is not None else load_dataset(cfg.dataset)
         loaded = loaded if loaded is not None else load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)

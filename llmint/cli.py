@@ -206,7 +206,8 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
 @click.option("--n-throughput", type=int, default=8, show_default=True, help="Shoppers scored per batch size.")
 @click.option("--threads", type=int, multiple=True, default=(1, 2), show_default=True,
               help="Torch threads tried by the threads lever (repeatable; CPU only).")
-@click.option("--torch-threads", type=int, default=1, show_default=True, help="Torch threads everywhere else (CPU).")
+@click.option("--torch-threads", type=int, default=0, show_default=True,
+              help="Torch threads everywhere else (CPU; 0: torch's default, all cores, as the service runs).")
 @click.option("--compile", "compile_modes", multiple=True,
               type=click.Choice(["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]),
               help="torch.compile mode(s) tried by the compile lever, each decoder layer vs eager (repeatable; "

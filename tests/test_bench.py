@@ -46,6 +46,7 @@ def test_row_speedup_is_above_one_when_better_than_the_baseline():
     ({"batch": True}, "batch=True"),
     ({"naive_labels": 0}, "naive_labels=0"),
     ({"warmup": -1}, "warmup=-1"),
+    ({"torch_threads": -1}, "torch_threads=-1; expected an int >= 0"),
     ({"index_size": 150, "index_queries": 100}, "index_size=150"),
 ])
 def test_config_rejects_bad_values_and_names_them(kwargs, match):
