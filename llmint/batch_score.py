@@ -48,7 +48,10 @@ class ScoreConfig:
     device: str = "cpu"
     dtype: str = "float32"
     batch_size: int = 8  # prompts per forward pass
-    chunk: int = 64  # prompts per progress step (and per logprobs call)
+    # prompts per logprobs call (and progress step); the scorer sorts each call's prompts by length,
+    # so a chunk of several batches pads little (Office, 512-token budget, batch 64: 5.9% of prompt
+    # tokens are padding with chunks of 8 batches, 34.7% with one batch per chunk); None: max(64, 8 x batch_size)
+    chunk: int | None = None
     limit: int | None = None  # a seeded sample of this many shoppers (None: all)
     max_events: int = 500  # newest events kept per shopper, as the service does
     top_k: int = 5
@@ -60,6 +63,8 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.out_dir, str) or not self.out_dir:
             raise ValueError(f"out_dir={self.out_dir!r}; expected a folder path")
+        if self.chunk is None:
+            object.__setattr__(self, "chunk", max(64, 8 * self.batch_size) if isinstance(self.batch_size, int) else 64)
         for name in ("batch_size", "chunk", "max_events", "top_k"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -203,6 +208,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, choices=["cpu", "cuda", "auto"])
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per forward pass")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="prompts per scoring call, sorted by length before batching (default: max(64, 8 x batch size))")
     p.add_argument("--limit", type=int, default=None, help="a seeded sample of this many shoppers")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-progress", dest="progress", action="store_false")

@@ -266,10 +266,12 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
               help="peft adapter folder, 'none' (zero-shot) or 'auto' (the bundled one for this dataset, if any).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per forward pass.")
+@click.option("--chunk", type=int, default=None,
+              help="Prompts per scoring call, sorted by length before batching (default: max(64, 8 x batch size)).")
 @click.option("--limit", type=int, default=None, help="A seeded sample of this many shoppers (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def score(dataset: str, out_dir: str, level: int | None, llm_model: str | None, adapter: str, device: str,
-          batch_size: int, limit: int | None, seed: int) -> None:
+          batch_size: int, chunk: int | None, limit: int | None, seed: int) -> None:
     """Every shopper's next-category distribution as Parquet (category only, no audit rows).
 
     One process here; for several, run the same module under torchrun or accelerate:
@@ -280,7 +282,7 @@ def score(dataset: str, out_dir: str, level: int | None, llm_model: str | None, 
 
     try:
         cfg = ScoreConfig(out_dir=out_dir, dataset=dataset, level=level, model=llm_model, adapter=adapter,
-                          device=device, batch_size=batch_size, limit=limit, seed=seed)
+                          device=device, batch_size=batch_size, chunk=chunk, limit=limit, seed=seed)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
     try:

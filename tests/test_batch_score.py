@@ -15,6 +15,12 @@ from llmint.batch_score import ScoreConfig, read_scores, run
 from llmint.coldstart import blend_prior
 
 
+def test_chunk_defaults_to_eight_batches_so_each_scoring_call_sorts_many_prompts_by_length() -> None:
+    assert ScoreConfig(out_dir="x").chunk == 64
+    assert ScoreConfig(out_dir="x", batch_size=64).chunk == 512
+    assert ScoreConfig(out_dir="x", batch_size=64, chunk=100).chunk == 100
+
+
 def test_blend_prior_weights():
     prior = np.array([0.25, 0.75])
     model = np.array([1.0, 0.0])
