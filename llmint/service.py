@@ -69,6 +69,7 @@ from .errors import DataError, HistoryError, LlmintError, ModelError, UnknownIdE
 from .schema import Dataset, Event
 from .service_config import (
     ANONYMOUS,
+    REPLAY_ATOL,
     CategoryScore,
     CitedEvent,
     ForgetReport,
@@ -669,7 +670,7 @@ class InterestService:
         new = self._output(_Request(row.user_id, events), out, s)
         diffs: dict[str, Any] = {}
         a, b = np.round(stored["distribution"], 6), np.round(new["distribution"], 6)
-        if a.shape != b.shape or np.abs(a - b).max() > 1e-6 + 1e-12:
+        if a.shape != b.shape or np.abs(a - b).max() > REPLAY_ATOL:
             diffs["distribution"] = {"stored": a.tolist(), "replayed": b.tolist()}
         if stored["top_category"] != new["top_category"]:
             diffs["top_category"] = {"stored": stored["top_category"], "replayed": new["top_category"]}

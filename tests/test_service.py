@@ -156,6 +156,29 @@ def test_replay_reproduces_stored_predictions(svc) -> None:
     assert svc.audit.count() == before  # replay writes nothing
 
 
+def test_replay_tells_float_noise_from_a_changed_distribution(svc, monkeypatch) -> None:
+    """Batch-vs-alone float32 noise (up to ~3e-6 in a probability) is not a difference; more is."""
+    from llmint.service_config import REPLAY_ATOL
+
+    p = svc.predict("u2", explain=False, n_products=0)
+    real = svc.ranker.logprobs
+
+    def shifted(by: float):
+        def logprobs(histories):
+            lp = real(histories)
+            lp[:, 0] += by  # a log-prob shift of `by` moves p0 by about p0 (1 - p0) by / T
+            return lp
+        return logprobs
+
+    p0 = p.distribution[svc.taxonomy.labels[0]]
+    scale = p0 * (1 - p0) / svc.ranker.temperature
+    monkeypatch.setattr(svc.ranker, "logprobs", shifted(0.2 * REPLAY_ATOL / scale))
+    assert svc.replay(p.audit_id).identical
+    monkeypatch.setattr(svc.ranker, "logprobs", shifted(50 * REPLAY_ATOL / scale))
+    res = svc.replay(p.audit_id)
+    assert not res.identical and set(res.differences) == {"distribution"}
+
+
 def test_replay_reports_changed_versions_and_erased_rows(svc, monkeypatch) -> None:
     svc.observe("erase-me", [])
     p = svc.predict("erase-me")  # no events: no model call, cheap to replay
