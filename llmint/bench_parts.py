@@ -65,11 +65,12 @@ class Context:
     def labels(self) -> list[str]:
         return list(self.ranker(self.budget).taxonomy.labels)
 
-    def scorer(self, mode: str = "trie", batch_size: int = 1) -> Any:
+    def scorer(self, mode: str = "trie", batch_size: int = 1, model: Any = None) -> Any:
+        """A scorer of the bench's labels over `model` (default: the bench's model)."""
         from .scoring import CategoryScorer
 
-        return CategoryScorer(self.model, self.tok, self.labels, label_prefix="", terminator="\n",
-                              mode=mode, batch_size=batch_size)
+        return CategoryScorer(self.model if model is None else model, self.tok, self.labels, label_prefix="",
+                              terminator="\n", mode=mode, batch_size=batch_size)
 
     def time_each(self, fn: Callable[[Any], Any], items: list[Any], warmup: int | None = None,
                   ) -> tuple[list[float], list[Any]]:
@@ -193,10 +194,7 @@ def _compile_lever(ctx: Context, prompts: list[list[int]], mode: str, detail: di
         else:
             for layer in layers:
                 layer.compile(mode=mode, dynamic=True)
-        from .scoring import CategoryScorer
-
-        comp = CategoryScorer(model, ctx.tok, ctx.labels, label_prefix="", terminator="\n", mode="trie",
-                              batch_size=1)
+        comp = ctx.scorer("trie", 1, model=model)
         comp.set_prefix(prefix)
         got = comp.score(prompts)  # compiles (every new length may recompile once)
         ctx.sync()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from .bench import COMPILE_MODES
 from .cli_analyze import COMMANDS as ANALYZE_COMMANDS
 from .cli_service import COMMANDS
 from .errors import LlmintError
@@ -209,7 +210,7 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
 @click.option("--torch-threads", type=int, default=0, show_default=True,
               help="Torch threads everywhere else (CPU; 0: torch's default, all cores, as the service runs).")
 @click.option("--compile", "compile_modes", multiple=True,
-              type=click.Choice(["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]),
+              type=click.Choice(COMPILE_MODES),
               help="torch.compile mode(s) tried by the compile lever, each decoder layer vs eager (repeatable; "
                    "default: none, compiling takes about a minute on CPU).")
 @click.option("--gen-tokens", type=int, default=32, show_default=True, help="New tokens per explanation.")

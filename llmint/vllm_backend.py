@@ -28,13 +28,6 @@ INSTALL_HINT = ("vLLM is not installed: `pip install vllm` on a machine with a C
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 
 
-def vllm_available() -> bool:
-    """Is vLLM importable here (without importing it)?"""
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
-
-
 def adapter_rank(adapter: str | Path) -> int:
     """The LoRA rank `r` in a peft adapter folder's adapter_config.json."""
     path = Path(adapter) / "adapter_config.json"
@@ -117,4 +110,4 @@ class VLLMGenerator:
         return [o.outputs[0].text.strip() for o in outs]
 
 
-__all__ = ["INSTALL_HINT", "VLLMConfig", "VLLMGenerator", "adapter_rank", "max_lora_rank", "vllm_available"]
+__all__ = ["INSTALL_HINT", "VLLMConfig", "VLLMGenerator", "adapter_rank", "max_lora_rank"]
