@@ -390,18 +390,90 @@ def _norm(s: str) -> str:
     return " ".join(s.casefold().split())
 
 
+def shown_labels(
+    shown: Sequence[Event], positions: Sequence[int], items: Mapping[str, Item], taxonomy: Taxonomy
+) -> dict[int, str | None]:
+    """Citation number -> category label of each shown event (None: a search or an item without
+    a category): what `check_faithfulness` compares an explanation's category claims with."""
+    if len(shown) != len(positions):
+        raise ValueError(f"shown has {len(shown)} events but positions has {len(positions)}")
+    return {p: label_of_event(e, items, taxonomy) for e, p in zip(shown, positions, strict=True)}
+
+
+_LEAD_IN = re.compile(r"^(?P<phrase>.*), and \S+ of next events after (?P<prev>.+?) are in this category", re.S)
+_NONE_SHOWN = re.compile(r"none of the \d+ events shown is in this category")
+
+
+def _claims(text: str, label: str, labels: Mapping[int, str | None]) -> list[str]:
+    """Problems with the category claims an explanation makes about cited events.
+
+    Reads the clauses (split at ";") of the evidence wording `explain` teaches:
+    "[n] bought X in this category" says event n is in `label`; "[n] bought X in
+    Leaf, and 18% of next events after Leaf are in this category" says event n is
+    in a category whose last segment is Leaf; "none of the k events shown is in
+    this category" says no shown event is in `label`. Free wording makes no claim
+    this reads."""
+    out: list[str] = []
+    want = _norm(label)
+    body = text.split("Evidence:", 1)[-1]
+    for clause in body.split(";"):
+        lead = _LEAD_IN.search(clause)
+        if lead is not None:
+            phrase, prev = _norm(lead.group("phrase")), _norm(lead.group("prev"))
+            for p in dict.fromkeys(cited_positions(phrase)):
+                if p not in labels:
+                    continue  # reported as not shown
+                actual = labels[p]
+                if actual is None:
+                    out.append(f"cites [{p}] as a lead-in from {prev!r}, but it has no category")
+                elif not (phrase.endswith(" in " + _norm(leaf(actual))) and prev == _norm(leaf(actual))):
+                    out.append(f"cites [{p}] as a lead-in from {prev!r}, but it is in {leaf(actual)!r}")
+            continue
+        if _NONE_SHOWN.search(_norm(clause)):
+            hits = [p for p, lab in labels.items() if lab is not None and _norm(lab) == want]
+            if hits:
+                out.append(f"says none of the events shown is in this category, but [{hits[0]}] is")
+            continue
+        at = _norm(clause).find("in this category")
+        if at < 0:
+            continue
+        for p in dict.fromkeys(cited_positions(_norm(clause)[:at])):
+            if p not in labels:
+                continue
+            actual = labels[p]
+            if actual is None:
+                out.append(f"cites [{p}] as in this category, but it has no category")
+            elif _norm(actual) != want:
+                out.append(f"cites [{p}] as in this category, but it is in {actual!r}")
+    return out
+
+
+def reason_kind(reason: str) -> str:
+    """A failure reason without its numbers and names, for counting reasons over many checks.
+
+    Example:
+        >>> reason_kind("cites [7] as in this category, but it is in 'Paper'")
+        'cites [n] as in this category'
+    """
+    return re.sub(r"\[\d+\]", "[n]", reason).split(" '")[0].split(",")[0].split(" (")[0]
+
+
 def check_faithfulness(
     explanation_text: str,
     history_positions: Collection[int],
     category_label: str,
     *,
     require_citation: bool = False,
+    event_labels: Mapping[int, str | None] | None = None,
 ) -> Verdict:
     """Check one explanation: every cited [n] is an event shown in the history, and the
     category label is named (whitespace and case aside). With `require_citation`, an
     explanation that cites no event while the history shows some also fails (a
     generated explanation must point at evidence; the grounded template may say
-    that no shown event supports the category).
+    that no shown event supports the category). With `event_labels` (citation
+    number -> the shown event's category, from `shown_labels`), the category each
+    cited event is said to be in must be its category: "[n] bought X in this
+    category" fails when event n is in another one.
 
     Example:
         >>> check_faithfulness("Next interest: Paper. Evidence: [2] bought pens.", [1, 2], "Paper")
@@ -424,6 +496,8 @@ def check_faithfulness(
         reasons.append(f"does not name the category {category_label!r}")
     if require_citation and shown and not cited:
         reasons.append("cites no event of the history")
+    if event_labels is not None:
+        reasons.extend(_claims(explanation_text, category_label, event_labels))
     return Verdict(not reasons, tuple(reasons), cited)
 
 
@@ -438,6 +512,8 @@ __all__ = [
     "cited_positions",
     "explain",
     "label_of_event",
+    "reason_kind",
     "select_evidence",
     "short_title",
+    "shown_labels",
 ]

@@ -4,7 +4,8 @@ The model writes the explanation *conditioned on the chosen category*: its
 input is the prompt, then the category line exactly as fine-tuning taught it
 (`label + "\\n"`), and greedy decoding continues until EOS. Every explanation
 is checked (`llmint.evidence.check_faithfulness`: it cites at least one event,
-every cited [n] is an event shown in the prompt, and the category is named). One that fails is kept for
+every cited [n] is an event shown in the prompt, each cited event is in the category the text puts it
+in, and the category is named). One that fails is kept for
 the audit trail but not served: the grounded template built from the
 shopper's own events and the training transition statistics is served instead
 (`source="evidence"`), so what a user reads is always checkable.
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .evidence import CategoryStats, Verdict, check_faithfulness, explain, select_evidence
+from .evidence import CategoryStats, Verdict, check_faithfulness, explain, reason_kind, select_evidence, shown_labels
 from .schema import Event
 
 
@@ -136,13 +137,14 @@ def explain_prediction(ranker: Any, history: Sequence[Event], label: str, stats:
 
 def _checked(ranker: Any, ser: Any, label: str, model_text: str, stats: CategoryStats) -> Explanation:
     """Serve the model's text when it passes the check, else the grounded evidence template."""
-    model_verdict = check_faithfulness(model_text, ser.positions, label, require_citation=True)
+    labels = shown_labels(ser.events, ser.positions, ranker.dataset.items, ranker.taxonomy)
+    model_verdict = check_faithfulness(model_text, ser.positions, label, require_citation=True, event_labels=labels)
     if model_verdict.ok:
         text, source, verdict = model_text, "model", model_verdict
     else:
         ev = select_evidence(ser.events, ser.positions, ranker.dataset.items, ranker.taxonomy, label, stats)
         text = explain(ev)
-        source, verdict = "evidence", check_faithfulness(text, ser.positions, label)
+        source, verdict = "evidence", check_faithfulness(text, ser.positions, label, event_labels=labels)
     return Explanation(label, text, source, verdict, model_text, model_verdict, tuple(ser.positions))
 
 
@@ -225,7 +227,7 @@ def evaluate_explanations(ranker: Any, cases: Sequence[Any], stats: CategoryStat
     reasons: Counter[str] = Counter()
     for ex in exs:
         for r in ex.model_verdict.reasons:
-            reasons[r.split(",")[0] if r.startswith("cites [") else r.split(" '")[0]] += 1
+            reasons[reason_kind(r)] += 1
     examples = []
     for k in range(min(n_examples, len(exs))):
         ser = ranker.serialize(hists[k])

@@ -572,7 +572,7 @@ class InterestService:
         return stream
 
     def _stream(self, req: _Request, s: _Settings, t0: float, stream: ExplanationStream) -> Iterator[str]:
-        from .evidence import check_faithfulness, explain, select_evidence
+        from .evidence import check_faithfulness, explain, select_evidence, shown_labels
 
         out = self._compute([req], replace(s, explain=False))[0]
         label, ser = out["label"], out["ser"]
@@ -587,13 +587,14 @@ class InterestService:
                 chunks.append(chunk)
                 yield chunk
             model_text = "".join(chunks).strip()
-            v = check_faithfulness(model_text, ser.positions, label, require_citation=True)
+            labels = shown_labels(ser.events, ser.positions, self.items, self.taxonomy)
+            v = check_faithfulness(model_text, ser.positions, label, require_citation=True, event_labels=labels)
             ex = {"text": model_text, "source": "model", "model_text": model_text, "ok": v.ok,
                   "reasons": v.reasons, "cited": tuple(dict.fromkeys(v.cited))}
             if not v.ok:
                 evidence = select_evidence(ser.events, ser.positions, self.items, self.taxonomy, label, self.stats)
                 text = explain(evidence)
-                v = check_faithfulness(text, ser.positions, label)
+                v = check_faithfulness(text, ser.positions, label, event_labels=labels)
                 ex.update(text=text, source="evidence", ok=v.ok, reasons=v.reasons, cited=tuple(dict.fromkeys(v.cited)))
                 yield "\n\n" + text
         out["ex"] = ex

@@ -15,8 +15,10 @@ from llmint.evidence import (
     check_faithfulness,
     cited_positions,
     explain,
+    reason_kind,
     select_evidence,
     short_title,
+    shown_labels,
 )
 from llmint.examples import build_examples, history_before, to_example
 from llmint.schema import Dataset, Event, Item
@@ -223,6 +225,66 @@ def test_check_faithfulness(text, positions, label, ok, n_reasons):
     assert v.ok is ok and len(v.reasons) == n_reasons, v.reasons
 
 
+LABELS = {1: "Office > Paper", 2: "Office > Pens", 3: None, 4: "Office > Paper"}
+PENS_NOT_PAPER = "cites [2] as in this category, but it is in 'Office > Pens'"
+LEAD = "[2] bought Pilot G2 Gel Pens (4/5) in Pens, and 18% of next events after Pens are in this category"
+
+
+@pytest.mark.parametrize(
+    "evidence, reasons",
+    [
+        ("[4] bought Post-it Notes 3 in x 3 in this category", []),
+        ("[1] bought A and [4] bought B in this category", []),
+        ("[2] bought Pilot G2 in this category", [PENS_NOT_PAPER]),
+        ("[4] bought A and [2] bought B in this category", [PENS_NOT_PAPER]),
+        ("[3] searched in this category", ["cites [3] as in this category, but it has no category"]),
+        (LEAD, []),
+        (f"[1] bought A in this category; {LEAD}", []),
+        ("[1] bought A in Pens, and 18% of next events after Pens are in this category",
+         ["cites [1] as a lead-in from 'pens', but it is in 'Paper'"]),
+        ("[2] bought A in Pens, and 18% of next events after Ink are in this category",
+         ["cites [2] as a lead-in from 'ink', but it is in 'Pens'"]),
+        ("none of the 4 events shown is in this category or one that often leads to it",
+         ["says none of the events shown is in this category, but [1] is"]),
+        ("[2] and [4] show a steady interest in office supplies", []),  # free wording: no claim read
+    ],
+)
+def test_check_faithfulness_compares_cited_events_categories(evidence, reasons):
+    text = f"Next interest: Office > Paper. Evidence: {evidence}."
+    v = check_faithfulness(text, [1, 2, 3, 4], "Office > Paper", event_labels=LABELS)
+    assert list(v.reasons) == reasons and v.ok is (not reasons)
+    assert check_faithfulness(text, [1, 2, 3, 4], "Office > Paper").ok  # without labels: not compared
+
+
+def test_every_grounded_explanation_passes_the_category_check(tiny, prompt_and_cfg):
+    """The template's category claims are true for every test case and every label (incl. lead-ins)."""
+    ds, split, tax, stats = tiny
+    from llmint.serialize import serialize_history
+
+    n_lead = 0
+    for case in split.test + split.valid:
+        ser = serialize_history(list(case.history), ds.items, prompt_and_cfg[1], clock=ds.clock,
+                                taxonomy_level=2, count_tokens=None)
+        labels = shown_labels(ser.events, ser.positions, ds.items, tax)
+        for label in tax.labels:
+            ev_ = select_evidence(ser.events, ser.positions, ds.items, tax, label, stats, min_lift=0.0)
+            text = explain(ev_)
+            n_lead += ev_.transition is not None
+            assert check_faithfulness(text, ser.positions, label, event_labels=labels).ok, text
+    assert n_lead > 0  # lead-in clauses were checked too
+
+
+def test_shown_labels_and_reason_kind():
+    shown = [ev("u", "p1", 0), Event("u", None, "search", timestamp=1, text="pens"), ev("u", "x", 2)]
+    tax = Taxonomy.from_items(ITEMS.values(), 2)
+    assert shown_labels(shown, [5, 6, 7], ITEMS, tax) == {5: "Office > Paper", 6: None, 7: None}
+    with pytest.raises(ValueError, match="positions"):
+        shown_labels(shown, [5], ITEMS, tax)
+    assert reason_kind("cites [12], which is not in the history shown (positions 1..9)") == "cites [n]"
+    assert reason_kind("does not name the category 'Paper'") == "does not name the category"
+    assert reason_kind("cites [3] as a lead-in from 'pens', but it is in 'Paper'") == "cites [n] as a lead-in from"
+
+
 def test_cited_positions_parses_lists_and_ranges():
     assert cited_positions("[3] and [5-7], also [9, 12]; not [a] or [ ]") == (3, 5, 6, 7, 9, 12)
 
@@ -318,3 +380,12 @@ def test_golden_completions(tiny, prompt_and_cfg, update_golden):
         if not update_golden:
             pytest.skip(f"wrote {GOLDEN.name}; commit it")
     assert got == json.loads(GOLDEN.read_text(encoding="utf-8"))
+
+
+def test_evidence_docstring_examples_hold():
+    import doctest
+
+    import llmint.evidence
+
+    result = doctest.testmod(llmint.evidence)
+    assert result.attempted >= 6 and result.failed == 0

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmint.evidence import CategoryStats, check_faithfulness
-from llmint.explanation import Explanation, counterfactual, evaluate_explanations, explain_prediction
+from llmint.evidence import CategoryStats, check_faithfulness, label_of_event
+from llmint.explanation import (
+    Explanation,
+    counterfactual,
+    evaluate_explanations,
+    explain_prediction,
+    explain_predictions,
+)
 from llmint.llm_ranker import LLMCategoryRanker
 from llmint.split import make_split
 
@@ -36,6 +42,31 @@ def test_served_explanation_always_passes_the_check(setup) -> None:
         assert ex.verdict.ok and check_faithfulness(ex.text, ex.shown_positions, label).ok
     with pytest.raises(ValueError, match="not a label"):
         explain_prediction(r, case.history, "Weapons > Guns", stats)
+
+
+class _Fixed:
+    """A generator that writes given texts (stands in for the model's wording, not for the model)."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+
+    def generate(self, heads, max_new_tokens):
+        return self.texts[: len(heads)]
+
+
+def test_a_cited_event_of_another_category_is_not_served(setup) -> None:
+    r, split, stats = setup
+    h = list(next(c for c in split.test if len(c.history) >= 3).history)
+    cats = [label_of_event(e, r.dataset.items, r.taxonomy) for e in h]
+    label = cats[-1]
+    k = next(i for i, c in enumerate(cats, start=1) if c is not None and c != label)
+    j = len(h)  # the last event is in `label`
+    wrong = f"Next interest: {label}. Evidence: [{k}] bought it in this category."
+    right = f"Next interest: {label}. Evidence: [{j}] bought it in this category."
+    bad, good = explain_predictions(r, [h, h], [label, label], stats, generator=_Fixed([wrong, right]))
+    assert bad.source == "evidence" and bad.model_text == wrong and bad.verdict.ok
+    assert bad.model_verdict.reasons == (f"cites [{k}] as in this category, but it is in {cats[k - 1]!r}",)
+    assert good.source == "model" and good.text == right
 
 
 def test_generated_text_must_cite_an_event() -> None:
