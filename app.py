@@ -57,6 +57,7 @@ class AppConfig:
     adapter: str | None = "auto"  # the adapter bundled for each dataset, if any (llmint.bundled)
     max_new_tokens: int = 64
     n_products: int = 5
+    dtype: str = "float32"
 
 
 class Backend:
@@ -94,10 +95,11 @@ class Backend:
                 t0 = time.perf_counter()
                 cfg = self.cfg
                 if self._loaded is None:
-                    self._loaded = load_model(cfg.model)
+                    self._loaded = load_model(cfg.model, dtype=cfg.dtype)
                     self._embedder = load_embedder()
                 dataset = load_dataset(name, data_dir=Path(cfg.data_dir) if cfg.data_dir else None)
                 scfg = ServiceConfig(model=cfg.model, adapter=cfg.adapter, max_new_tokens=cfg.max_new_tokens,
+                                     dtype=cfg.dtype,
                                      index_dir=str(home() / "index" / name))
                 self._services[name] = InterestService.from_dataset(
                     dataset, scfg, loaded=self._loaded, embedder=self._embedder, audit=self.audit)
@@ -467,6 +469,9 @@ def _args(argv: list[str] | None = None) -> AppConfig:
     p.add_argument("--adapter", default=d.adapter, help="peft adapter folder, 'none' for zero-shot, or 'auto' "
                    "(default): the adapter bundled for each dataset (MovieLens), zero-shot where none is")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="explanation length cap")
+    p.add_argument("--dtype", default=d.dtype, choices=["float32", "bfloat16", "float16", "auto"],
+                   help="model dtype (default: %(default)s); auto: bfloat16 where the CPU or GPU computes it "
+                        "natively, about 1.8x faster scoring on such a CPU")
     p.add_argument("--hash-password", action="store_true",
                    help="read a password on stdin, print its hash for a users file, and exit")
     a = vars(p.parse_args(argv))

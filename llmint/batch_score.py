@@ -206,7 +206,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="LLM (default: smollm2-135m)")
     p.add_argument("--adapter", default=d.adapter, help="adapter folder, 'none' or 'auto' (default: %(default)s)")
     p.add_argument("--device", default=d.device, choices=["cpu", "cuda", "auto"])
-    p.add_argument("--dtype", default=d.dtype, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default=d.dtype, choices=["float32", "bfloat16", "float16", "auto"])
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per forward pass")
     p.add_argument("--chunk", type=int, default=None,
                    help="prompts per scoring call, sorted by length before batching (default: max(64, 8 x batch size))")

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 SECTIONS = ("scoring", "throughput", "levers", "generation", "predict", "index", "lora", "roofline")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 ATTN = ("sdpa", "eager")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -64,6 +64,8 @@ class BenchConfig:
     compile: tuple[str, ...] = field(default=(), metadata=_h(
         f"torch.compile modes tried on each decoder layer vs eager (lever; of {COMPILE_MODES}; "
         "empty: skipped, compiling takes about a minute on 2 CPU cores)"))
+    dtype_lever: bool = field(default=True, metadata=_h(
+        "time the model in the other of float32/bfloat16 too (lever; a converted copy, interleaved)"))
     n_lever: int = field(default=3, metadata=_h("shoppers timed per lever setting"))
     gen_tokens: int = field(default=32, metadata=_h("new tokens per generation (fixed length)"))
     n_generate: int = field(default=2, metadata=_h("generations timed with the KV cache"))

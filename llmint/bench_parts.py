@@ -221,6 +221,51 @@ def _compile_lever(ctx: Context, prompts: list[list[int]], mode: str, detail: di
     return lever
 
 
+def _dtype_lever(ctx: Context, prompts: list[list[int]], detail: dict[str, Any]) -> dict[str, Any]:
+    """Trie + shared-prefix scoring in bfloat16 vs float32 (a converted copy of the model), interleaved on the
+    same prompts, with the largest score difference and the top-1 agreement."""
+    import copy
+
+    import torch
+
+    from .llm_ranker import shared_prefix_ids
+    from .models import native_bf16
+
+    have = next(ctx.model.parameters()).dtype
+    if have not in (torch.float32, torch.bfloat16):
+        return {"lever": "bfloat16 vs float32", "predicted": None, "measured": None,
+                "verdict": f"not measured: the model is {str(have).removeprefix('torch.')}"}
+    other = copy.deepcopy(ctx.model).to(torch.bfloat16 if have == torch.float32 else torch.float32)
+    models = {str(have).removeprefix("torch."): ctx.model,
+              str(next(other.parameters()).dtype).removeprefix("torch."): other}
+    prefix = shared_prefix_ids(ctx.tok, ctx.ranker(ctx.budget).prompt_template)
+    scorers = {}
+    for name, m in models.items():
+        scorers[name] = ctx.scorer("trie", 1, model=m)
+        scorers[name].set_prefix(prefix)
+    cuda = ctx.cfg.device.startswith("cuda")
+    native = native_bf16(ctx.cfg.device)
+    pred = 1.2 if cuda else 1.6 if native else 0.5
+    scores = {k: sc.score(prompts) for k, sc in scorers.items()}  # warm-up and the score comparison
+    times: dict[str, list[float]] = {k: [] for k in scorers}
+    order = list(scorers.items())
+    for o in (order, order[::-1]):  # interleaved, so a noisy minute hits both
+        for name, sc in o:
+            times[name] += ctx.time_each(lambda p, sc=sc: sc.score([p]), prompts, warmup=0)[0]
+    del other, scorers
+    t = {k: _ms(v) for k, v in times.items()}
+    meas = ratio(t["float32"]["p50_ms"], t["bfloat16"]["p50_ms"])
+    detail["dtype"] = {**t, "max_abs_diff": float(np.abs(scores["float32"] - scores["bfloat16"]).max()),
+                       "top1_agreement": float((scores["float32"].argmax(1) == scores["bfloat16"].argmax(1)).mean()),
+                       "native_bf16": native}
+    why = ("on a GPU at batch 1 the kernels are launch-bound; bf16 halves the bytes and uses tensor cores"
+           if cuda else "this CPU has native bf16 dot products (AVX512-BF16/AMX): ~2x on the matmuls, ~76% "
+           "of the time" if native else "no native bf16 on this CPU: every matmul converts in software")
+    return {"lever": "bfloat16 vs float32", "predicted": pred, "measured": meas, "prediction": why,
+            "verdict": _verdict(meas, "bfloat16 pays (opt-in: --dtype bfloat16 or auto; ranking checked "
+                                      "separately)", "float32 faster here (keep)")}
+
+
 def _flops(ctx: Context, prompt_tokens: float, label_tokens: int) -> dict[str, float]:
     """FLOPs of one shopper's scoring: prompt pass + trie pass (matmuls, attention, logits)."""
     c = ctx.model.config
@@ -243,7 +288,7 @@ def _verdict(measured: float | None, better: str, worse: str, margin: float = 0.
 
 
 def levers(ctx: Context) -> dict[str, Any]:
-    """Threads, attention implementation, trie vs flat, batching: predicted, then measured."""
+    """Threads, attention implementation, bfloat16, compile, trie vs flat, batching: predicted, then measured."""
     import torch
 
     cfg = ctx.cfg
@@ -290,6 +335,9 @@ def levers(ctx: Context) -> dict[str, Any]:
         if a in scores and b in scores:
             detail["attn_max_abs_diff"] = float(np.abs(scores[a] - scores[b]).max())
         detail["attn"] = times
+    if cfg.dtype_lever:
+        ctx.say("lever: bfloat16 vs float32")
+        out.append(_dtype_lever(ctx, prompts, detail))
     for mode in cfg.compile:
         ctx.say(f"lever: torch.compile ({mode}) of each decoder layer")
         out.append(_compile_lever(ctx, prompts, mode, detail))

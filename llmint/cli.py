@@ -171,7 +171,8 @@ def explain_eval(dataset: str, level: int | None, llm_model: str | None, adapter
 @click.option("--n-shoppers", type=int, default=8, show_default=True, help="Shoppers timed per method.")
 @click.option("--batch", type=int, default=8, show_default=True, help="Shoppers per pass in the batched run.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--dtype", default="float32", show_default=True, help="float32, bfloat16 or float16.")
+@click.option("--dtype", default="float32", show_default=True,
+              help="float32, bfloat16, float16 or auto (bfloat16 where native).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs/bench/scoring.json"),
               show_default=True, help="JSON result.")
 def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapter: str | None, n_shoppers: int,
@@ -195,7 +196,8 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
 @click.option("--level", type=int, default=None, help="Category level (default: the dataset's).")
 @click.option("--model", "llm_model", default=None, help="LLM (default: smollm2-135m).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--dtype", default="float32", show_default=True, help="float32, bfloat16 or float16.")
+@click.option("--dtype", default="float32", show_default=True,
+              help="float32, bfloat16, float16 or auto (bfloat16 where native).")
 @click.option("--history-tokens", type=int, multiple=True, default=(256, 512), show_default=True,
               help="History token budget(s) scored (repeatable); the first is used by the other sections.")
 @click.option("--n-shoppers", type=int, default=4, show_default=True, help="Shoppers timed per scoring method.")
@@ -213,6 +215,8 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
               type=click.Choice(COMPILE_MODES),
               help="torch.compile mode(s) tried by the compile lever, each decoder layer vs eager (repeatable; "
                    "default: none, compiling takes about a minute on CPU).")
+@click.option("--dtype-lever/--no-dtype-lever", default=True, show_default=True,
+              help="Time bfloat16 vs float32 scoring (a converted copy of the model) in the levers section.")
 @click.option("--gen-tokens", type=int, default=32, show_default=True, help="New tokens per explanation.")
 @click.option("--index-size", type=int, default=100_000, show_default=True, help="Synthetic vectors in the index.")
 @click.option("--lora-dataset", default="movielens", show_default=True, help="Dataset of the LoRA section.")
@@ -226,7 +230,8 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
 def bench(dataset: str, level: int | None, llm_model: str | None, device: str, dtype: str,
           history_tokens: tuple[int, ...], n_shoppers: int, batch: int, naive_labels: int,
           batch_sizes: tuple[int, ...], n_throughput: int, threads: tuple[int, ...], torch_threads: int,
-          compile_modes: tuple[str, ...], gen_tokens: int, index_size: int, lora_dataset: str, lora_steps: int,
+          compile_modes: tuple[str, ...], dtype_lever: bool, gen_tokens: int, index_size: int, lora_dataset: str,
+          lora_steps: int,
           lora_batch: int, sections: tuple[str, ...], out: Path) -> None:
     """Speed of every part (scoring, throughput, generation, predict, index, LoRA), each vs a same-run baseline."""
     from tqdm.auto import tqdm
@@ -237,7 +242,8 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
         cfg = BenchConfig(dataset=dataset, level=level, model=llm_model, device=device, dtype=dtype,
                           history_tokens=history_tokens, n_shoppers=n_shoppers, batch=batch,
                           naive_labels=naive_labels or None, batch_sizes=batch_sizes, n_throughput=n_throughput,
-                          threads=threads, torch_threads=torch_threads, compile=compile_modes, gen_tokens=gen_tokens,
+                          threads=threads, torch_threads=torch_threads, compile=compile_modes, dtype_lever=dtype_lever,
+                          gen_tokens=gen_tokens,
                           index_size=index_size, lora_dataset=lora_dataset, lora_steps=lora_steps,
                           lora_batch=lora_batch, sections=sections or SECTIONS)
     except ValueError as err:

@@ -101,6 +101,10 @@ def _service_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "for this model and dataset, else zero-shot)."),
         click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None,
                      help="Where the model runs (default: cpu)."),
+        click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16", "auto"]), default=None,
+                     help="Model dtype (default: float32, exact replays). auto: bfloat16 where the device "
+                          "computes it natively (CPUs with AVX512-BF16/AMX, most GPUs): about 1.8x faster "
+                          "scoring on such a CPU, same accuracy, replays within 1e-2."),
         click.option("--index-dir", type=click.Path(file_okay=False), default=None,
                      help="Saved item index: loaded if present, else built and saved there."),
         _audit_option,
@@ -132,7 +136,7 @@ def service_config(config_path: Path | None, **overrides: Any) -> Any:
 
 def load_service(config_path: Path | None, dataset: str | None, items_path: str | None, level: int | None,
                  model: str | None, adapter: str | None, device: str | None, index_dir: str | None,
-                 audit_path: Path | None, *, audit_id: str | None = None) -> Any:
+                 audit_path: Path | None, dtype: str | None = None, *, audit_id: str | None = None) -> Any:
     """Build the `InterestService` the options describe (loads the model, embedder and index).
 
     With `audit_id`, a missing audit file or an unknown id is an error found before anything loads.
@@ -140,7 +144,7 @@ def load_service(config_path: Path | None, dataset: str | None, items_path: str 
     from .service import InterestService
 
     cfg = service_config(config_path, dataset=dataset, level=level, model=model, adapter=adapter,
-                         device=device, index_dir=index_dir, audit_path=audit_path)
+                         device=device, dtype=dtype, index_dir=index_dir, audit_path=audit_path)
     if audit_id is not None:
         with _open_audit(Path(cfg.audit_path) if cfg.audit_path else None) as log:
             log.get(audit_id)

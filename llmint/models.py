@@ -256,7 +256,8 @@ def load_model(
 
     `name_or_path`: a registry name (see `MODELS`), a local HF folder, a `.gguf`
     file, a `ModelSpec`, or None for the default. `dtype`: a torch dtype or its
-    name ("float32", "bfloat16"); None means float32. `device`: "cpu", "cuda",
+    name ("float32", "bfloat16"), or "auto" (`resolve_dtype`: bfloat16 where the
+    device computes it natively, else float32); None means float32. `device`: "cpu", "cuda",
     "cuda:1" or "auto" (cuda when available). `cache_root`: where converted GGUFs
     are kept (default `home()/models`).
 
@@ -268,9 +269,9 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = name_or_path if isinstance(name_or_path, ModelSpec) else resolve_model(name_or_path)
-    torch_dtype = _torch_dtype(dtype)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype = _torch_dtype(resolve_dtype(dtype, device))
 
     if spec.kind == "hf-folder":
         folder = Path(spec.path or "")
@@ -294,6 +295,33 @@ def load_model(
     _prepare_tokenizer(tokenizer, model)
     logger.info("loaded %s from %s in %.1f s", spec.name, folder, time.perf_counter() - t0)
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, weights_sha256=digest, folder=folder)
+
+
+def native_bf16(device: str = "cpu") -> bool:
+    """Whether `device` computes bfloat16 matmuls in hardware: a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX-BF16 (where float32 -> bfloat16 roughly halves scoring time; a CPU without
+    them converts in software and is slower in bfloat16 than in float32)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    try:
+        caps = torch._C._cpu._get_cpu_capability()  # torch >= 2.6: a dict of CPU flags
+    except (AttributeError, RuntimeError):
+        return False
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def resolve_dtype(dtype: Any, device: str = "cpu") -> Any:
+    """`dtype` itself, except "auto": "bfloat16" where `native_bf16(device)`, else "float32".
+
+    Example:
+        >>> resolve_dtype("float32", "cpu"), resolve_dtype(None)
+        ('float32', None)
+    """
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if native_bf16(device) else "float32"
 
 
 def _torch_dtype(dtype: Any) -> Any:

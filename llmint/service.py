@@ -69,7 +69,6 @@ from .errors import DataError, HistoryError, LlmintError, ModelError, UnknownIdE
 from .schema import Dataset, Event
 from .service_config import (
     ANONYMOUS,
-    REPLAY_ATOL,
     CategoryScore,
     CitedEvent,
     ForgetReport,
@@ -80,6 +79,7 @@ from .service_config import (
     check_events,
     check_utf8,
     event_time,
+    replay_atol,
     sort_key,
 )
 
@@ -190,6 +190,7 @@ class InterestService:
         self.audit = audit
         self.model_id = str(loaded.spec.name)
         self.model_sha256 = str(loaded.weights_sha256)
+        self.dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")  # as loaded ("auto" resolved)
         self.adapter_id = adapter
         self.adapter_sha256 = adapter_sha256(adapter) if adapter else None
         self.labels_sha256 = _sha256_text("\n".join(self.taxonomy.labels))
@@ -494,7 +495,7 @@ class InterestService:
         return {**asdict(s), "method": "greedy", "do_sample": False, "seed": self.config.seed,
                 "scorer_mode": self.config.scorer_mode, "level": self.taxonomy.level,
                 "history_format": HISTORY_FORMAT, "labels_sha256": self.labels_sha256,
-                "serialize": asdict(self.ranker.serialize_config)}
+                "serialize": asdict(self.ranker.serialize_config), "dtype": self.dtype}
 
     def _top(self, p: np.ndarray, k: int) -> tuple[CategoryScore, ...]:
         """The `k` most probable labels, ties in taxonomy order."""
@@ -661,6 +662,7 @@ class InterestService:
             ("prompt_sha256", row.prompt_sha256, self.prompt_sha256),
             ("history_format", dec.get("history_format"), HISTORY_FORMAT),
             ("labels_sha256", dec.get("labels_sha256"), self.labels_sha256),
+            ("dtype", dec.get("dtype", self.dtype), self.dtype),  # rows before the dtype was stored: not known
         ):
             if old != new:
                 versions.append(f"{name}: stored {old!r}, now {new!r}")
@@ -671,7 +673,7 @@ class InterestService:
         new = self._output(_Request(row.user_id, events), out, s)
         diffs: dict[str, Any] = {}
         a, b = np.round(stored["distribution"], 6), np.round(new["distribution"], 6)
-        if a.shape != b.shape or np.abs(a - b).max() > REPLAY_ATOL:
+        if a.shape != b.shape or np.abs(a - b).max() > replay_atol(self.dtype):
             diffs["distribution"] = {"stored": a.tolist(), "replayed": b.tolist()}
         if stored["top_category"] != new["top_category"]:
             diffs["top_category"] = {"stored": stored["top_category"], "replayed": new["top_category"]}

@@ -22,7 +22,7 @@ from .schema import Event, Item
 
 SCORER_MODES = ("trie", "flat")
 DEVICES = ("cpu", "cuda", "auto")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 SOURCES = ("model", "evidence", "prior")
 EVENT_KEYS = tuple(f.name for f in fields(Event))
 ANONYMOUS = "anonymous"  # the user id given to pasted events that carry none
@@ -47,7 +47,9 @@ class ServiceConfig:
     prompt: str = field(default="next_interest", metadata=_h("prompt template name or .yaml path"))
     serialize: Mapping[str, Any] = field(default_factory=dict, metadata=_h("SerializeConfig overrides"))
     device: str = field(default="cpu", metadata=_h("'cpu', 'cuda' or 'auto'"))
-    dtype: str = field(default="float32", metadata=_h("model dtype"))
+    dtype: str = field(default="float32", metadata=_h(
+        "model dtype: 'float32' (replays exact to 1e-5), 'bfloat16', 'float16', or 'auto' (bfloat16 where the "
+        "device computes it natively, llmint.models.native_bf16; else float32)"))
     scorer_mode: str = field(default="trie", metadata=_h("CategoryScorer mode: 'trie' or 'flat'"))
     batch_size: int = field(default=8, metadata=_h("prompts per forward pass"))
     temperature: float | None = field(default=None, metadata=_h(
@@ -196,6 +198,19 @@ class Prediction:
 
 
 REPLAY_ATOL = 1e-5  # probabilities closer than this are the same in a replay (float32 batch noise)
+REPLAY_ATOL_16BIT = 1e-2  # the same in bfloat16/float16 (batch noise up to 4.1e-3 measured in bfloat16)
+
+
+def replay_atol(dtype: str) -> float:
+    """How far a replayed probability may move from the stored one and still count as the same: the batch
+    noise of the model's dtype (a shopper scored in a padded batch vs alone). Measured on Office, 16
+    shoppers alone vs in pairs and in one batch of 16: float32 3.1e-7, bfloat16 4.1e-3 (CPU).
+
+    Example:
+        >>> replay_atol("float32"), replay_atol("bfloat16")
+        (1e-05, 0.01)
+    """
+    return REPLAY_ATOL if dtype == "float32" else REPLAY_ATOL_16BIT
 
 
 @dataclass(frozen=True)
@@ -203,12 +218,13 @@ class ReplayResult:
     """Whether re-running a stored prediction gives the same output.
 
     `identical` compares the distribution (each probability rounded to 1e-6; two
-    values within `REPLAY_ATOL` = 1e-5 of each other count as equal: a shopper scored
+    values within `replay_atol(dtype)` of each other count as equal: a shopper scored
     in a padded batch and the same shopper replayed alone differ by float32 noise, up
-    to 3.3e-6 measured), the top category, the explanation text and the
+    to 3.3e-6 measured, so 1e-5 in float32; bfloat16 moves them by up to 4e-3, so 1e-2,
+    and a near tie may then swap the top category), the top category, the explanation text and the
     product ids. `differences` maps each differing field to {"stored", "replayed"};
     `version_differences` lists provenance that changed since the row was written
-    (model, adapter or prompt sha256, history format, taxonomy): then the replay
+    (model, adapter or prompt sha256, history format, taxonomy, dtype): then the replay
     ran on the current versions and a difference is expected.
     """
 
@@ -341,10 +357,12 @@ __all__ = [
     "Prediction",
     "Product",
     "REPLAY_ATOL",
+    "REPLAY_ATOL_16BIT",
     "ReplayResult",
     "ServiceConfig",
     "check_event",
     "check_events",
     "check_utf8",
     "event_time",
+    "replay_atol",
 ]

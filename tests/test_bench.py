@@ -142,8 +142,11 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     assert res["sections"]["generation"]["prefix_ttft"]["prefix_tokens"] > 100
     assert res["sections"]["levers"]["detail"]["attn_max_abs_diff"] < 1e-3
     assert [lv["lever"] for lv in res["sections"]["levers"]["levers"]] == [
-        "sdpa vs eager attention", "torch.compile (default) vs eager", "trie vs flat label pass",
+        "sdpa vs eager attention", "bfloat16 vs float32", "torch.compile (default) vs eager", "trie vs flat label pass",
         "batch 2 vs 1 (scoring)", "shared prompt prefix K/V computed once (CategoryScorer.set_prefix)"]
+    dt = res["sections"]["levers"]["detail"]["dtype"]
+    assert dt["float32"]["n"] == dt["bfloat16"]["n"] == 2 and 0 < dt["max_abs_diff"] < 5  # a real bf16 copy
+    assert next(smollm2.model.parameters()).dtype == torch.float32  # the shared model was not converted
     compiled = res["sections"]["levers"]["detail"]["compile_default"]
     if shutil.which("gcc") or shutil.which("cc"):  # inductor's CPU backend needs a C++ compiler
         assert compiled["max_abs_diff"] < 1e-3 and compiled["regional"], compiled

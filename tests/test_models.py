@@ -278,6 +278,24 @@ def test_bad_dtype():
         models._torch_dtype("float8")
 
 
+def test_native_bf16_reads_this_cpus_flags():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to compare with (not Linux)")
+    flags = set(cpuinfo.read_text().split())
+    assert models.native_bf16("cpu") is bool({"avx512_bf16", "amx_bf16"} & flags)
+    assert models.native_bf16("cuda") is bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+@pytest.mark.parametrize("native, want", [(True, "bfloat16"), (False, "float32")])
+def test_auto_dtype_is_bfloat16_only_where_native(tiny_gguf, tmp_path, monkeypatch, native, want):
+    monkeypatch.setattr(models, "native_bf16", lambda device="cpu": native)
+    assert models.resolve_dtype("auto", "cpu") == want
+    assert models.resolve_dtype("float16", "cpu") == "float16" and models.resolve_dtype(None) is None
+    lm = load_model(tiny_gguf, dtype="auto", cache_root=tmp_path / "cache")
+    assert next(lm.model.parameters()).dtype == getattr(torch, want)
+
+
 # ---------------------------------------------------------------- real tier
 
 

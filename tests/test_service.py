@@ -192,6 +192,37 @@ def test_replay_reports_changed_versions_and_erased_rows(svc, monkeypatch) -> No
     assert not res.identical and "erased" in res.differences
 
 
+def test_replay_compares_the_dtype(svc, monkeypatch) -> None:
+    p = svc.predict("u3", explain=False, n_products=0)
+    assert svc.audit.get(p.audit_id).decoding["dtype"] == svc.dtype == "float32"
+    monkeypatch.setattr(svc, "dtype", "bfloat16")
+    res = svc.replay(p.audit_id)
+    assert res.version_differences == ("dtype: stored 'float32', now 'bfloat16'",)
+
+
+def test_a_bfloat16_service_replays_batched_predictions_within_its_tolerance(smollm2, tmp_path) -> None:
+    """bfloat16 moves probabilities by up to ~4e-3 between a padded batch and a replay alone (measured):
+    its replays compare within replay_atol('bfloat16') and store the dtype."""
+    import copy
+    import dataclasses
+
+    import torch
+
+    from llmint.service_config import replay_atol
+
+    bf16 = dataclasses.replace(smollm2, model=copy.deepcopy(smollm2.model).to(torch.bfloat16))
+    cfg = ServiceConfig(audit_path=str(tmp_path / "audit.sqlite"), dtype="bfloat16", max_new_tokens=N_TOKENS)
+    with one_thread_service(shop(n_users=6, length=5), cfg, bf16) as s:
+        assert s.dtype == "bfloat16"
+        preds = s.predict_batch(["u0", "u1", "u4"], explain=False, n_products=2)
+        for p in preds:
+            _check_prediction(s, p)
+            assert s.audit.get(p.audit_id).decoding["dtype"] == "bfloat16"
+            res = s.replay(p.audit_id)
+            assert res.identical and res.versions_match, res.differences
+    assert replay_atol("bfloat16") > replay_atol("float32")
+
+
 def test_replay_sample_summarises_random_rows(svc) -> None:
     from llmint.replay import replay_sample
 
