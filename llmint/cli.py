@@ -79,12 +79,15 @@ def datasets(data_dir: Path | None) -> None:
               help="Validation cases used to fit the LLM's temperature.")
 @click.option("--zero-shot/--no-zero-shot", "zero_shot", default=True, show_default=True,
               help="With --llm or --adapter: score the zero-shot LLM as well as the adapters.")
+@click.option("--dtype", "llm_dtypes", multiple=True, type=click.Choice(["float32", "bfloat16", "float16", "auto"]),
+              help="LLM dtype (repeatable: every LLM system in each, the second and later named <system>@<dtype>, "
+                   "in the same run; default: float32).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True,
               help="Where the JSON, Markdown and PNG report go.")
 def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: tuple[str, ...], seed: int,
              max_test_cases: int | None, sasrec_epochs: int | None, device: str, n_boot: int,
              retrieval: bool, embedder: str | None, llm: bool, llm_model: str | None, adapters: tuple[str, ...],
-             llm_max_valid: int, zero_shot: bool, out_dir: Path) -> None:
+             llm_max_valid: int, zero_shot: bool, llm_dtypes: tuple[str, ...], out_dir: Path) -> None:
     """Evaluate every baseline (and the LLM with --llm) on one dataset: chronological split, full ranking, CIs.
 
     Writes <out-dir>/<dataset>.json, .md and .png and prints the Markdown table.
@@ -96,7 +99,8 @@ def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: t
                          seed=seed, max_test_cases=max_test_cases, sasrec_epochs=sasrec_epochs,
                          sasrec_device=device, n_boot=n_boot, retrieval=retrieval, embedder=embedder,
                          llm=llm or bool(adapters), llm_model=llm_model, llm_adapters=adapters,
-                         llm_max_valid=llm_max_valid, llm_zero_shot=zero_shot, out_dir=str(out_dir))
+                         llm_max_valid=llm_max_valid, llm_zero_shot=zero_shot,
+                         llm_dtypes=llm_dtypes or ("float32",), out_dir=str(out_dir))
         paths = run(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
     except LlmintError as err:
         raise _fail(err) from err
@@ -272,13 +276,15 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
 @click.option("--adapter", default="auto", show_default=True,
               help="peft adapter folder, 'none' (zero-shot) or 'auto' (the bundled one for this dataset, if any).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16", "auto"]), default="float32",
+              show_default=True, help="Model dtype (auto: bfloat16 where the device computes it natively).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per forward pass.")
 @click.option("--chunk", type=int, default=None,
               help="Prompts per scoring call, sorted by length before batching (default: max(64, 8 x batch size)).")
 @click.option("--limit", type=int, default=None, help="A seeded sample of this many shoppers (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def score(dataset: str, out_dir: str, level: int | None, llm_model: str | None, adapter: str, device: str,
-          batch_size: int, chunk: int | None, limit: int | None, seed: int) -> None:
+          dtype: str, batch_size: int, chunk: int | None, limit: int | None, seed: int) -> None:
     """Every shopper's next-category distribution as Parquet (category only, no audit rows).
 
     One process here; for several, run the same module under torchrun or accelerate:
@@ -289,7 +295,7 @@ def score(dataset: str, out_dir: str, level: int | None, llm_model: str | None, 
 
     try:
         cfg = ScoreConfig(out_dir=out_dir, dataset=dataset, level=level, model=llm_model, adapter=adapter,
-                          device=device, batch_size=batch_size, chunk=chunk, limit=limit, seed=seed)
+                          device=device, dtype=dtype, batch_size=batch_size, chunk=chunk, limit=limit, seed=seed)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
     try:

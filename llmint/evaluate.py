@@ -62,6 +62,7 @@ class EvalConfig:
     llm_zero_shot: bool = True  # with llm: score the zero-shot LLM too (False: only the adapters)
     llm_max_valid: int = 200  # validation cases for the LLM's temperature
     llm_batch_size: int = 4
+    llm_dtypes: tuple[str, ...] = ("float32",)  # each LLM system in each dtype; after the first: "<name>@<dtype>"
     out_dir: str = "reports"
     fairness: bool = True  # add the fairness breakdown (activity, target popularity, demographics)
     fairness_attributes: tuple[str, ...] = ("gender", "age_bucket")  # user attributes used when present
@@ -76,6 +77,10 @@ class EvalConfig:
             raise ValueError("n_boot and n_boot_slow must be >= 10")
         if self.max_test_cases is not None and self.max_test_cases < 1:
             raise ValueError(f"max_test_cases={self.max_test_cases}; expected >= 1 or None")
+        object.__setattr__(self, "llm_dtypes", tuple(dict.fromkeys(self.llm_dtypes)))
+        bad = [d for d in self.llm_dtypes if d not in ("float32", "bfloat16", "float16", "auto")]
+        if bad or not self.llm_dtypes:
+            raise ValueError(f"llm_dtypes={self.llm_dtypes!r}; expected float32, bfloat16, float16 or auto")
 
 
 @dataclass
@@ -165,13 +170,17 @@ def llm_systems(dataset: Dataset, level: int, cfg: EvalConfig) -> dict[str, Any]
     """The zero-shot LLM and one LLM per adapter, as event-level category systems (models load lazily)."""
     from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
 
-    base = LLMRankerConfig(model=cfg.llm_model, max_valid=cfg.llm_max_valid, batch_size=cfg.llm_batch_size,
-                           seed=cfg.seed)
-    out: dict[str, Any] = {"llm": LLMCategoryRanker("llm", dataset, level, base)} if cfg.llm_zero_shot else {}
-    for a in cfg.llm_adapters:
-        name = f"llm+{Path(a).name if Path(a).name != 'adapter' else Path(a).parent.name}"
-        rcfg = LLMRankerConfig(**{**asdict(base), "adapter": str(a)})
-        out[name] = LLMCategoryRanker(name, dataset, level, rcfg)
+    out: dict[str, Any] = {}
+    for k, dtype in enumerate(cfg.llm_dtypes):
+        tag = "" if k == 0 else f"@{dtype}"
+        base = LLMRankerConfig(model=cfg.llm_model, max_valid=cfg.llm_max_valid, batch_size=cfg.llm_batch_size,
+                               seed=cfg.seed, dtype=dtype)
+        if cfg.llm_zero_shot:
+            out["llm" + tag] = LLMCategoryRanker("llm" + tag, dataset, level, base)
+        for a in cfg.llm_adapters:
+            name = f"llm+{Path(a).name if Path(a).name != 'adapter' else Path(a).parent.name}{tag}"
+            rcfg = LLMRankerConfig(**{**asdict(base), "adapter": str(a)})
+            out[name] = LLMCategoryRanker(name, dataset, level, rcfg)
     return out
 
 

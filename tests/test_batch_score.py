@@ -90,6 +90,7 @@ def test_one_process_and_two_processes_write_the_same_table(tmp_path):
     assert json.loads(r.stdout.strip().splitlines()[-1])["world_size"] == 2
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["distributed"].endswith("MULTI_CPU") and [p["n"] for p in manifest["parts"]] == [2, 2]
+    assert manifest["dtype"] == "float32"
     b = read_scores(tmp_path / "two")
     assert list(b["user_id"]) == list(a["user_id"])
     assert list(b["top_category"]) == list(a["top_category"])

@@ -93,6 +93,17 @@ def test_adapter_changes_scores_and_leaves_the_lent_model_alone(smollm2, ds, tmp
                           loaded=smollm2).serialize(hist[0])
 
 
+def test_harness_scores_each_llm_in_each_dtype(ds) -> None:
+    from llmint.evaluate import llm_systems
+
+    cfg = EvalConfig(dataset="shop", llm=True, llm_adapters=("runs/x/adapter",),
+                     llm_dtypes=("float32", "bfloat16", "float32"))
+    got = {k: v.cfg.dtype for k, v in llm_systems(ds, 2, cfg).items()}  # models load lazily: nothing loads here
+    assert got == {"llm": "float32", "llm+x": "float32", "llm@bfloat16": "bfloat16", "llm+x@bfloat16": "bfloat16"}
+    with pytest.raises(ValueError, match="llm_dtypes"):
+        EvalConfig(dataset="shop", llm_dtypes=("int8",))
+
+
 def test_harness_scores_the_llm_beside_the_baselines(ds, tmp_path) -> None:
     cfg = EvalConfig(dataset="shop", systems=("markov",), llm=True, llm_max_valid=4, max_test_cases=6,
                      n_boot=50, n_boot_slow=10, out_dir=str(tmp_path))
