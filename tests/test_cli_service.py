@@ -280,6 +280,9 @@ def test_predict_observe_show_and_replay_end_to_end(smollm2, tmp_path: Path) -> 
         assert r.exit_code == 0, r.output
         res = json.loads(r.stdout)
         assert res["identical"] is True and res["versions_match"] is True and res["audit_id"] == p["audit_id"]
+        r = run("audit", "replay", p["audit_id"], *svc, "--dtype", "bfloat16")  # a bfloat16 model this time
+        assert json.loads(r.stdout)["version_differences"] == ["dtype: stored 'float32', now 'bfloat16'"]
+        assert r.exit_code == (0 if json.loads(r.stdout)["identical"] else 1), r.output
 
         new = {"item_id": "Ink1", "action": "cart", "timestamp": 1_700_000_000}
         r = run("observe", "u0", "--events", "-", "--predict", "--no-explain", "--products", "0", "--compact",
