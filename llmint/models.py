@@ -300,7 +300,8 @@ def load_model(
 def native_bf16(device: str = "cpu") -> bool:
     """Whether `device` computes bfloat16 matmuls in hardware: a CUDA GPU that supports it, or a CPU with
     AVX512-BF16 or AMX-BF16 (where float32 -> bfloat16 roughly halves scoring time; a CPU without
-    them converts in software and is slower in bfloat16 than in float32)."""
+    them has to convert to and from float32 around each product, which is expected to be slower than float32:
+    not measured, the CPU here has AVX512-BF16)."""
     import torch
 
     if device.startswith("cuda"):
