@@ -105,6 +105,7 @@ def run(cfg: ScoreConfig, say: Any = None) -> dict[str, Any]:
     from .evidence import CategoryStats
     from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
     from .loaders import load_dataset
+    from .models import dtype_name
     from .scoring import to_distribution
     from .service import adapter_sha256
     from .split import SplitConfig, make_split, ordered_histories
@@ -170,7 +171,7 @@ def run(cfg: ScoreConfig, say: Any = None) -> dict[str, Any]:
     manifest = {
         "config": asdict(cfg), "dataset": ds.name, "level": level, "labels": labels,
         "model_id": str(ranker.loaded.spec.name), "model_sha256": str(ranker.loaded.weights_sha256),
-        "dtype": str(next(ranker.model.parameters()).dtype).removeprefix("torch."),  # "auto" resolved
+        "dtype": dtype_name(ranker.model),  # "auto" resolved
         "adapter": adapter, "adapter_sha256": adapter_sha256(adapter) if adapter else None,
         "prompt": {"name": ranker.prompt_template.name, "version": ranker.prompt_template.version,
                    "sha256": ranker.prompt_template.sha256},

@@ -229,15 +229,14 @@ def _dtype_lever(ctx: Context, prompts: list[list[int]], detail: dict[str, Any])
     import torch
 
     from .llm_ranker import shared_prefix_ids
-    from .models import native_bf16
+    from .models import dtype_name, native_bf16
 
-    have = next(ctx.model.parameters()).dtype
-    if have not in (torch.float32, torch.bfloat16):
+    have = dtype_name(ctx.model)
+    if have not in ("float32", "bfloat16"):
         return {"lever": "bfloat16 vs float32", "predicted": None, "measured": None,
-                "verdict": f"not measured: the model is {str(have).removeprefix('torch.')}"}
-    other = copy.deepcopy(ctx.model).to(torch.bfloat16 if have == torch.float32 else torch.float32)
-    models = {str(have).removeprefix("torch."): ctx.model,
-              str(next(other.parameters()).dtype).removeprefix("torch."): other}
+                "verdict": f"not measured: the model is {have}"}
+    other = copy.deepcopy(ctx.model).to(torch.bfloat16 if have == "float32" else torch.float32)
+    models = {have: ctx.model, dtype_name(other): other}
     prefix = shared_prefix_ids(ctx.tok, ctx.ranker(ctx.budget).prompt_template)
     scorers = {}
     for name, m in models.items():

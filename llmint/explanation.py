@@ -125,7 +125,8 @@ def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], label
     texts = (generator or HFGenerator(ranker)).generate(heads, max_new_tokens) if heads else []
     if len(texts) != len(heads):
         raise RuntimeError(f"the generator returned {len(texts)} texts for {len(heads)} prompts")
-    return [_checked(ranker, ser, label, text, stats) for ser, label, text in zip(sers, labels, texts, strict=True)]
+    return [checked_explanation(ranker, ser, label, text, stats)
+            for ser, label, text in zip(sers, labels, texts, strict=True)]
 
 
 def explain_prediction(ranker: Any, history: Sequence[Event], label: str, stats: CategoryStats, *,
@@ -135,8 +136,9 @@ def explain_prediction(ranker: Any, history: Sequence[Event], label: str, stats:
                                generator=generator)[0]
 
 
-def _checked(ranker: Any, ser: Any, label: str, model_text: str, stats: CategoryStats) -> Explanation:
-    """Serve the model's text when it passes the check, else the grounded evidence template."""
+def checked_explanation(ranker: Any, ser: Any, label: str, model_text: str, stats: CategoryStats) -> Explanation:
+    """Serve the model's text for the serialised history `ser` when it passes the check, else the grounded
+    evidence template (the model's text and its verdict are kept for the audit either way)."""
     labels = shown_labels(ser.events, ser.positions, ranker.dataset.items, ranker.taxonomy)
     model_verdict = check_faithfulness(model_text, ser.positions, label, require_citation=True, event_labels=labels)
     if model_verdict.ok:

@@ -313,6 +313,11 @@ def native_bf16(device: str = "cpu") -> bool:
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
+def dtype_name(model: Any) -> str:
+    """The dtype a model's weights are in, as a name: "float32", "bfloat16" ("auto" resolved)."""
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
 def resolve_dtype(dtype: Any, device: str = "cpu") -> Any:
     """`dtype` itself, except "auto": "bfloat16" where `native_bf16(device)`, else "float32".
 

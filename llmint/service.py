@@ -118,6 +118,12 @@ def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _explanation_dict(ex: Any) -> dict[str, Any]:
+    """What a served prediction keeps of a `llmint.explanation.Explanation`."""
+    return {"text": ex.text, "source": ex.source, "model_text": ex.model_text, "ok": ex.verdict.ok,
+            "reasons": ex.verdict.reasons, "cited": tuple(dict.fromkeys(ex.cited))}
+
+
 def adapter_sha256(adapter: str) -> str:
     """SHA-256 of an adapter folder's `adapter_model.safetensors` (or `.bin`; else all weight files)."""
     from .models import folder_sha256, sha256_files
@@ -143,6 +149,7 @@ class InterestService:
         from .bundled import resolve_adapter
         from .evidence import CategoryStats
         from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
+        from .models import dtype_name
         from .split import SplitConfig, make_split, ordered_histories
 
         cfg = config or ServiceConfig()
@@ -190,7 +197,7 @@ class InterestService:
         self.audit = audit
         self.model_id = str(loaded.spec.name)
         self.model_sha256 = str(loaded.weights_sha256)
-        self.dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")  # as loaded ("auto" resolved)
+        self.dtype = dtype_name(loaded.model)  # as loaded ("auto" resolved)
         self.adapter_id = adapter
         self.adapter_sha256 = adapter_sha256(adapter) if adapter else None
         self.labels_sha256 = _sha256_text("\n".join(self.taxonomy.labels))
@@ -454,8 +461,7 @@ class InterestService:
         with self._model_lock:
             torch.manual_seed(self.config.seed)
             ex = explain_prediction(self.ranker, req.events, label, self.stats, max_new_tokens=s.max_new_tokens)
-        return {"text": ex.text, "source": ex.source, "model_text": ex.model_text, "ok": ex.verdict.ok,
-                "reasons": ex.verdict.reasons, "cited": tuple(dict.fromkeys(ex.cited))}
+        return _explanation_dict(ex)
 
     def _products(self, events: Sequence[Event], label: str, s: _Settings) -> tuple[Product, ...]:
         """Items of the predicted category nearest the shopper's profile (or the label's text)."""
@@ -573,7 +579,7 @@ class InterestService:
         return stream
 
     def _stream(self, req: _Request, s: _Settings, t0: float, stream: ExplanationStream) -> Iterator[str]:
-        from .evidence import check_faithfulness, explain, select_evidence, shown_labels
+        from .explanation import checked_explanation
 
         out = self._compute([req], replace(s, explain=False))[0]
         label, ser = out["label"], out["ser"]
@@ -587,17 +593,10 @@ class InterestService:
             for chunk in self._generate_stream(req.events, label, s.max_new_tokens):
                 chunks.append(chunk)
                 yield chunk
-            model_text = "".join(chunks).strip()
-            labels = shown_labels(ser.events, ser.positions, self.items, self.taxonomy)
-            v = check_faithfulness(model_text, ser.positions, label, require_citation=True, event_labels=labels)
-            ex = {"text": model_text, "source": "model", "model_text": model_text, "ok": v.ok,
-                  "reasons": v.reasons, "cited": tuple(dict.fromkeys(v.cited))}
-            if not v.ok:
-                evidence = select_evidence(ser.events, ser.positions, self.items, self.taxonomy, label, self.stats)
-                text = explain(evidence)
-                v = check_faithfulness(text, ser.positions, label, event_labels=labels)
-                ex.update(text=text, source="evidence", ok=v.ok, reasons=v.reasons, cited=tuple(dict.fromkeys(v.cited)))
-                yield "\n\n" + text
+            checked = checked_explanation(self.ranker, ser, label, "".join(chunks).strip(), self.stats)
+            ex = _explanation_dict(checked)
+            if checked.source != "model":
+                yield "\n\n" + checked.text
         out["ex"] = ex
         out["timings_ms"]["explain"] = (time.perf_counter() - t1) * 1000
         stream.prediction = self._serve(req, out, s, t0)
