@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup browser run test lint eval clean
+.PHONY: setup browser run test lint eval gpu-kit clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ test: setup browser
 
 lint: setup
 	$(VENV)/bin/ruff check llmint tests finetune index app.py
+
+# Issue 8's GPU run on a borrowed machine: the carry folders for docs/gpu_session.sh (see docs/scaling.md).
+gpu-kit: setup
+	bash docs/gpu_session.sh pack
 
 clean:
 	rm -rf $(VENV) runs reports

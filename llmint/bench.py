@@ -23,6 +23,7 @@ does. Timings go to files and the console, never into tests.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import time
@@ -34,6 +35,8 @@ from typing import Any
 SECTIONS = ("scoring", "throughput", "levers", "generation", "predict", "index", "lora", "roofline")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 ATTN = ("sdpa", "eager")
+
+logger = logging.getLogger(__name__)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -194,11 +197,14 @@ def format_table(res: dict[str, Any]) -> str:
             lines.append(f"| {lv['lever']} | {lv['prediction']} | {_fmt(lv.get('predicted'))} "
                          f"| {_fmt(lv.get('measured'))} | {lv['verdict']} |")
     roof = res.get("sections", {}).get("roofline")
-    if roof:
+    if roof and "summary" in roof:
         lines += ["", "Roofline: " + roof["summary"]]
     notes = [f"- {name}: {s['note']}" for name, s in res.get("sections", {}).items() if s.get("note")]
     if notes:
         lines += ["", "Notes:", *notes]
+    failed = [f"- {name}: {s['error']}" for name, s in res.get("sections", {}).items() if s.get("error")]
+    if failed:
+        lines += ["", "Failed sections (the others ran):", *failed]
     return "\n".join(lines) + "\n"
 
 
@@ -219,11 +225,18 @@ def machine(device: str) -> dict[str, Any]:
 
 
 def run(cfg: BenchConfig, progress: Callable[[str], None] | None = None, *, dataset: Any = None,
-        loaded: Any = None, lora_dataset: Any = None) -> dict[str, Any]:
+        loaded: Any = None, lora_dataset: Any = None,
+        on_section: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run the sections named in `cfg`; returns the JSON-able result ({config, machine, sections, rows}).
 
     `dataset` (the scored `Dataset`), `loaded` (a `LoadedModel`) and `lora_dataset` may be
     passed in; otherwise they are loaded by name. Torch's thread count is restored at the end.
+
+    A section that raises is recorded as `{"error": "<Type>: <message>", "wall_s", "memory"}`
+    (its name also listed in `res["failed"]`) and the next section runs: one broken lever on
+    a borrowed GPU must not lose the other figures. `on_section(res)` is called after every
+    section, finished or failed, with the result so far (the CLI writes it to disk each time, so
+    a run stopped by a time limit keeps what it measured).
     """
     import torch
 
@@ -237,7 +250,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] | None = None, *, data
         torch.set_num_threads(cfg.torch_threads)
     res: dict[str, Any] = {"config": asdict(cfg), "machine": {**machine(cfg.device),
                                                               "torch_threads": torch.get_num_threads()},
-                           "sections": {}, "rows": []}
+                           "sections": {}, "rows": [], "failed": []}
     try:
         ds = dataset if dataset is not None else load_dataset(cfg.dataset)
         loaded = loaded if loaded is not None else load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
@@ -248,12 +261,20 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] | None = None, *, data
             if cfg.device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
-            out = getattr(bench_parts if hasattr(bench_parts, name) else bench_infra, name)(ctx)
+            try:
+                out = getattr(bench_parts if hasattr(bench_parts, name) else bench_infra, name)(ctx)
+            except Exception as err:  # recorded, and the other sections still run
+                logger.exception("bench section %s failed", name)
+                out = {"error": f"{type(err).__name__}: {err}"}
+                res["failed"].append(name)
+                say(f"section {name} failed: {out['error']}")
             out["wall_s"] = round(time.perf_counter() - t0, 1)
             out["memory"] = peak_memory_mb(cfg.device)
             res["rows"] += out.pop("rows", [])
             res["sections"][name] = out
             ctx.results[name] = out
+            if on_section is not None:
+                on_section(res)
     finally:
         torch.set_num_threads(threads)
     return res

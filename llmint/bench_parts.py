@@ -439,7 +439,8 @@ def generation(ctx: Context) -> dict[str, Any]:
     t0, times, toks = _generate(ctx, heads[0], cfg.no_cache_tokens, False)
     nc_ttft = times[0] - t0
     nc_rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
-    same = toks == first_tokens[0][: len(toks)]
+    common = min(len(toks), len(first_tokens[0]))  # compared over the tokens both generated
+    same = toks[:common] == first_tokens[0][:common]
     ttft_ms, tps = _ms(ttft), round(float(np.median(rate)), 2)
     score = ctx.results.get("scoring", {}).get("budgets", {}).get(str(ctx.budget), {}).get("methods", {})
     rows = [row("generation", "decode tokens/s (KV cache)", tps, "tokens/s", "no KV cache", round(nc_rate, 2),

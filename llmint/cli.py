@@ -63,7 +63,10 @@ def datasets(data_dir: Path | None) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for ties, subsampling, bootstrap, training.")
 @click.option("--max-test-cases", type=int, default=None, help="Seeded subsample of test cases (default: all).")
 @click.option("--sasrec-epochs", type=int, default=None, help="Override SASRec's maximum epochs.")
-@click.option("--device", default="cpu", show_default=True, help="Device for SASRec training (cpu or cuda).")
+@click.option("--device", default="cpu", show_default=True,
+              help="Device for SASRec training and the LLM systems (cpu, cuda or cuda:N).")
+@click.option("--llm-batch-size", type=int, default=4, show_default=True,
+              help="Prompts per LLM scoring pass (larger on a GPU, e.g. 64).")
 @click.option("--n-boot", type=int, default=1000, show_default=True,
               help="Bootstrap resamples for confidence intervals.")
 @click.option("--retrieval/--no-retrieval", default=True, show_default=True,
@@ -85,7 +88,7 @@ def datasets(data_dir: Path | None) -> None:
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True,
               help="Where the JSON, Markdown and PNG report go.")
 def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: tuple[str, ...], seed: int,
-             max_test_cases: int | None, sasrec_epochs: int | None, device: str, n_boot: int,
+             max_test_cases: int | None, sasrec_epochs: int | None, device: str, llm_batch_size: int, n_boot: int,
              retrieval: bool, embedder: str | None, llm: bool, llm_model: str | None, adapters: tuple[str, ...],
              llm_max_valid: int, zero_shot: bool, llm_dtypes: tuple[str, ...], out_dir: Path) -> None:
     """Evaluate every baseline (and the LLM with --llm) on one dataset: chronological split, full ranking, CIs.
@@ -99,8 +102,8 @@ def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: t
                          seed=seed, max_test_cases=max_test_cases, sasrec_epochs=sasrec_epochs,
                          sasrec_device=device, n_boot=n_boot, retrieval=retrieval, embedder=embedder,
                          llm=llm or bool(adapters), llm_model=llm_model, llm_adapters=adapters,
-                         llm_max_valid=llm_max_valid, llm_zero_shot=zero_shot,
-                         llm_dtypes=llm_dtypes or ("float32",), out_dir=str(out_dir))
+                         llm_max_valid=llm_max_valid, llm_zero_shot=zero_shot, llm_batch_size=llm_batch_size,
+                         llm_device=device, llm_dtypes=llm_dtypes or ("float32",), out_dir=str(out_dir))
         paths = run(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
     except LlmintError as err:
         raise _fail(err) from err
@@ -257,13 +260,15 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
             bar.update(msg.startswith("section "))
             bar.set_postfix_str(msg[:70])
 
-        try:
-            res = run(cfg, progress=progress)
+        try:  # written after every section: a run stopped by a time limit keeps what it measured
+            res = run(cfg, progress=progress, on_section=lambda partial: write(partial, out))
         except LlmintError as err:
             raise _fail(err) from err
     paths = write(res, out)
     click.echo(format_table(res))
     click.echo(" ".join(str(p) for p in paths), err=True)
+    if res["failed"]:
+        raise click.ClickException(f"section(s) {', '.join(res['failed'])} failed; the others were written")
 
 
 @cli.command("score")

@@ -61,7 +61,8 @@ class EvalConfig:
     llm_adapters: tuple[str, ...] = ()  # peft adapter folders scored as "llm+<folder name>"
     llm_zero_shot: bool = True  # with llm: score the zero-shot LLM too (False: only the adapters)
     llm_max_valid: int = 200  # validation cases for the LLM's temperature
-    llm_batch_size: int = 4
+    llm_batch_size: int = 4  # prompts per scoring pass
+    llm_device: str = "cpu"  # where the LLM systems score: cpu, cuda or cuda:N
     llm_dtypes: tuple[str, ...] = ("float32",)  # each LLM system in each dtype; after the first: "<name>@<dtype>"
     out_dir: str = "reports"
     fairness: bool = True  # add the fairness breakdown (activity, target popularity, demographics)
@@ -77,6 +78,8 @@ class EvalConfig:
             raise ValueError("n_boot and n_boot_slow must be >= 10")
         if self.max_test_cases is not None and self.max_test_cases < 1:
             raise ValueError(f"max_test_cases={self.max_test_cases}; expected >= 1 or None")
+        if self.llm_batch_size < 1:
+            raise ValueError(f"llm_batch_size={self.llm_batch_size}; expected >= 1")
         object.__setattr__(self, "llm_dtypes", tuple(dict.fromkeys(self.llm_dtypes)))
         bad = [d for d in self.llm_dtypes if d not in ("float32", "bfloat16", "float16", "auto")]
         if bad or not self.llm_dtypes:
@@ -174,7 +177,7 @@ def llm_systems(dataset: Dataset, level: int, cfg: EvalConfig) -> dict[str, Any]
     for k, dtype in enumerate(cfg.llm_dtypes):
         tag = "" if k == 0 else f"@{dtype}"
         base = LLMRankerConfig(model=cfg.llm_model, max_valid=cfg.llm_max_valid, batch_size=cfg.llm_batch_size,
-                               seed=cfg.seed, dtype=dtype)
+                               seed=cfg.seed, dtype=dtype, device=cfg.llm_device)
         if cfg.llm_zero_shot:
             out["llm" + tag] = LLMCategoryRanker("llm" + tag, dataset, level, base)
         for a in cfg.llm_adapters:

@@ -160,3 +160,23 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     js, md = write(res, tmp_path / "bench.json")
     assert json.loads(js.read_text())["sections"].keys() == res["sections"].keys()
     assert "| scoring |" in md.read_text() and "Roofline:" in md.read_text()
+
+
+@pytest.mark.real
+def test_a_failing_section_is_recorded_and_the_others_run_and_each_is_written(smollm2, tmp_path):
+    from llmint.bench import run
+
+    cfg = BenchConfig(history_tokens=(16,), sections=("lora", "roofline"), lora_dataset="no_such_dataset",
+                      gen_tokens=2, warmup=0)
+    seen: list[list[str]] = []
+
+    def on_section(partial):
+        seen.append(list(partial["sections"]))
+        write(partial, tmp_path / "bench.json")
+
+    res = run(cfg, dataset=shop(n_users=4, length=4), loaded=smollm2, on_section=on_section)
+    assert seen == [["lora"], ["lora", "roofline"]]  # written after each section, the failed one too
+    assert res["failed"] == ["lora"] and "no_such_dataset" in res["sections"]["lora"]["error"]
+    assert res["sections"]["lora"]["wall_s"] >= 0 and "summary" in res["sections"]["roofline"]
+    md = (tmp_path / "bench.md").read_text()
+    assert "Failed sections (the others ran):" in md and "- lora: " in md and "Roofline:" in md

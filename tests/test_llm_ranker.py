@@ -104,6 +104,17 @@ def test_harness_scores_each_llm_in_each_dtype(ds) -> None:
         EvalConfig(dataset="shop", llm_dtypes=("int8",))
 
 
+def test_harness_llm_device_and_batch_size_reach_every_llm_system(ds) -> None:
+    from llmint.evaluate import llm_systems
+
+    cfg = EvalConfig(dataset="shop", llm=True, llm_adapters=("runs/x/adapter",), llm_device="cuda:1",
+                     llm_batch_size=64)
+    got = {k: (v.cfg.device, v.cfg.batch_size) for k, v in llm_systems(ds, 2, cfg).items()}
+    assert got == {"llm": ("cuda:1", 64), "llm+x": ("cuda:1", 64)}
+    with pytest.raises(ValueError, match="llm_batch_size=0"):
+        EvalConfig(dataset="shop", llm_batch_size=0)
+
+
 def test_harness_scores_the_llm_beside_the_baselines(ds, tmp_path) -> None:
     cfg = EvalConfig(dataset="shop", systems=("markov",), llm=True, llm_max_valid=4, max_test_cases=6,
                      n_boot=50, n_boot_slow=10, out_dir=str(tmp_path))
