@@ -30,8 +30,9 @@ import numpy as np
 from .schema import Event, Item
 from .taxonomy import SEP, Taxonomy
 
-EXPLANATION_VERSION = "evidence-v1"
-"""Version tag of the explanation wording (stored with trained adapters)."""
+EXPLANATION_VERSION = "evidence-v2"
+"""Version tag of the explanation wording and evidence choice (stored with trained adapters).
+v2: an item of several categories (`Item.also_in`) is cited as in any of them."""
 
 VERBS: Mapping[str, str] = {
     "view": "viewed",
@@ -161,6 +162,13 @@ def label_of_event(e: Event, items: Mapping[str, Item], taxonomy: Taxonomy) -> s
     return taxonomy.label_of(it) if it is not None else None
 
 
+def labels_of_event(e: Event, items: Mapping[str, Item], taxonomy: Taxonomy) -> tuple[str, ...]:
+    """Every category label of an event's item (`Taxonomy.labels_of`: its own first, then those of
+    a multi-label item's `also_in`); () for a search or an item without a category."""
+    it = items.get(e.item_id) if e.item_id else None
+    return taxonomy.labels_of(it) if it is not None else ()
+
+
 _DANGLING = frozenset(
     {
         "",
@@ -238,11 +246,11 @@ def select_evidence(
     """
     if len(shown) != len(positions):
         raise ValueError(f"shown has {len(shown)} events but positions has {len(positions)}")
-    rows: list[tuple[int, Event, str]] = []
+    rows: list[tuple[int, Event, tuple[str, ...]]] = []  # (position, event, its labels: own first)
     for e, p in zip(shown, positions, strict=True):
-        lab = label_of_event(e, items, taxonomy)
-        if lab is not None:
-            rows.append((p, e, lab))
+        labs = labels_of_event(e, items, taxonomy)
+        if labs:
+            rows.append((p, e, labs))
     rows.sort(key=lambda r: -r[0])  # most recent first
     seen_items: set[str] = set()
     cites: list[Citation] = []
@@ -260,23 +268,24 @@ def select_evidence(
             )
         )
 
-    for p, e, lab in rows:
+    for p, e, labs in rows:
         if len([c for c in cites if c.role == "target"]) >= max_target:
             break
-        if lab == category and e.item_id not in seen_items:
-            cite(p, e, lab, "target")
+        if category in labs and e.item_id not in seen_items:  # its own category or, multi-label, another
+            cite(p, e, category, "target")
 
     transition = None
     base = stats.share(category)
     lead: dict[str, float] = {}
-    for _, _, lab in rows:
-        if lab != category and lab not in lead:
+    leads = [(p, e, labs[0]) for p, e, labs in rows if category not in labs]  # transitions count own labels
+    for _, _, lab in leads:
+        if lab not in lead:
             n = stats.transitions.get(lab, {}).get(category, 0)
             pr = stats.p_next(lab, category)
             if n >= min_transitions and pr >= max(min_lift * base, min_probability):
                 lead[lab] = pr
     for lab in sorted(lead, key=lambda k: (-lead[k], k))[:max_lead_in]:
-        p, e, _ = next(r for r in rows if r[2] == lab)
+        p, e, _ = next(r for r in leads if r[2] == lab)
         cite(p, e, lab, "lead-in")
         if transition is None:
             transition = TransitionStat(lab, category, lead[lab], stats.transitions[lab][category])
@@ -392,27 +401,33 @@ def _norm(s: str) -> str:
 
 def shown_labels(
     shown: Sequence[Event], positions: Sequence[int], items: Mapping[str, Item], taxonomy: Taxonomy
-) -> dict[int, str | None]:
-    """Citation number -> category label of each shown event (None: a search or an item without
-    a category): what `check_faithfulness` compares an explanation's category claims with."""
+) -> dict[int, tuple[str, ...]]:
+    """Citation number -> the category labels of each shown event (its own first; more for a
+    multi-label item; () for a search or an item without a category): what `check_faithfulness`
+    compares an explanation's category claims with."""
     if len(shown) != len(positions):
         raise ValueError(f"shown has {len(shown)} events but positions has {len(positions)}")
-    return {p: label_of_event(e, items, taxonomy) for e, p in zip(shown, positions, strict=True)}
+    return {p: labels_of_event(e, items, taxonomy) for e, p in zip(shown, positions, strict=True)}
+
+
+def _label_sets(labels: Mapping[int, str | Sequence[str] | None]) -> dict[int, tuple[str, ...]]:
+    """`event_labels` with one label (or None) per event read as a set of one (or none)."""
+    return {p: () if v is None else (v,) if isinstance(v, str) else tuple(v) for p, v in labels.items()}
 
 
 _LEAD_IN = re.compile(r"^(?P<phrase>.*), and \S+ of next events after (?P<prev>.+?) are in this category", re.S)
 _NONE_SHOWN = re.compile(r"none of the \d+ events shown is in this category")
 
 
-def _claims(text: str, label: str, labels: Mapping[int, str | None]) -> list[str]:
+def _claims(text: str, label: str, labels: Mapping[int, tuple[str, ...]]) -> list[str]:
     """Problems with the category claims an explanation makes about cited events.
 
     Reads the clauses (split at ";") of the evidence wording `explain` teaches:
     "[n] bought X in this category" says event n is in `label`; "[n] bought X in
     Leaf, and 18% of next events after Leaf are in this category" says event n is
     in a category whose last segment is Leaf; "none of the k events shown is in
-    this category" says no shown event is in `label`. Free wording makes no claim
-    this reads."""
+    this category" says no shown event is in `label`. An event is in each of its
+    labels (several for a multi-label item). Free wording makes no claim this reads."""
     out: list[str] = []
     want = _norm(label)
     body = text.split("Evidence:", 1)[-1]
@@ -424,13 +439,13 @@ def _claims(text: str, label: str, labels: Mapping[int, str | None]) -> list[str
                 if p not in labels:
                     continue  # reported as not shown
                 actual = labels[p]
-                if actual is None:
+                if not actual:
                     out.append(f"cites [{p}] as a lead-in from {prev!r}, but it has no category")
-                elif not (phrase.endswith(" in " + _norm(leaf(actual))) and prev == _norm(leaf(actual))):
-                    out.append(f"cites [{p}] as a lead-in from {prev!r}, but it is in {leaf(actual)!r}")
+                elif not any(phrase.endswith(" in " + _norm(leaf(a))) and prev == _norm(leaf(a)) for a in actual):
+                    out.append(f"cites [{p}] as a lead-in from {prev!r}, but it is in {leaf(actual[0])!r}")
             continue
         if _NONE_SHOWN.search(_norm(clause)):
-            hits = [p for p, lab in labels.items() if lab is not None and _norm(lab) == want]
+            hits = [p for p, labs in labels.items() if any(_norm(a) == want for a in labs)]
             if hits:
                 out.append(f"says none of the events shown is in this category, but [{hits[0]}] is")
             continue
@@ -441,10 +456,10 @@ def _claims(text: str, label: str, labels: Mapping[int, str | None]) -> list[str
             if p not in labels:
                 continue
             actual = labels[p]
-            if actual is None:
+            if not actual:
                 out.append(f"cites [{p}] as in this category, but it has no category")
-            elif _norm(actual) != want:
-                out.append(f"cites [{p}] as in this category, but it is in {actual!r}")
+            elif not any(_norm(a) == want for a in actual):
+                out.append(f"cites [{p}] as in this category, but it is in {actual[0]!r}")
     return out
 
 
@@ -464,16 +479,17 @@ def check_faithfulness(
     category_label: str,
     *,
     require_citation: bool = False,
-    event_labels: Mapping[int, str | None] | None = None,
+    event_labels: Mapping[int, str | Sequence[str] | None] | None = None,
 ) -> Verdict:
     """Check one explanation: every cited [n] is an event shown in the history, and the
     category label is named (whitespace and case aside). With `require_citation`, an
     explanation that cites no event while the history shows some also fails (a
     generated explanation must point at evidence; the grounded template may say
     that no shown event supports the category). With `event_labels` (citation
-    number -> the shown event's category, from `shown_labels`), the category each
-    cited event is said to be in must be its category: "[n] bought X in this
-    category" fails when event n is in another one.
+    number -> the shown event's category labels, from `shown_labels`; a single label
+    or None is accepted too), the category each cited event is said to be in must be
+    one of its categories: "[n] bought X in this category" fails when event n is in
+    none of them.
 
     Example:
         >>> check_faithfulness("Next interest: Paper. Evidence: [2] bought pens.", [1, 2], "Paper")
@@ -497,7 +513,7 @@ def check_faithfulness(
     if require_citation and shown and not cited:
         reasons.append("cites no event of the history")
     if event_labels is not None:
-        reasons.extend(_claims(explanation_text, category_label, event_labels))
+        reasons.extend(_claims(explanation_text, category_label, _label_sets(event_labels)))
     return Verdict(not reasons, tuple(reasons), cited)
 
 
@@ -512,6 +528,7 @@ __all__ = [
     "cited_positions",
     "explain",
     "label_of_event",
+    "labels_of_event",
     "reason_kind",
     "select_evidence",
     "short_title",

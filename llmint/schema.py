@@ -26,8 +26,11 @@ the shopper's first event (Instacart), or an order index only (no time)."""
 class Item:
     """A product in the catalogue.
 
-    `category_path` runs from the root down, e.g. ("Office Products", "Paper").
-    `attributes` holds extra string facts (brand-less datasets, genres, form...).
+    `category_path` runs from the root down, e.g. ("Office Products", "Paper"): the
+    item's one category, the one predicted. `attributes` holds extra string facts
+    (brand-less datasets, genres, form...). `also_in` holds further category paths of
+    a multi-label item (a film's genres after the first): never a prediction target,
+    but an explanation may truthfully say the item is in any of them.
     """
 
     item_id: str
@@ -36,6 +39,7 @@ class Item:
     brand: str | None = None
     text: str | None = None
     attributes: tuple[tuple[str, str], ...] = ()
+    also_in: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.item_id, str) or not self.item_id:
@@ -48,6 +52,11 @@ class Item:
             raise DataError(
                 f"Item.category_path must be a tuple of non-empty str, got {self.category_path!r}"
             )
+        if not isinstance(self.also_in, tuple) or not all(
+            isinstance(p, tuple) and p and all(isinstance(c, str) and c for c in p) for p in self.also_in
+        ):
+            raise DataError(f"Item.also_in must be a tuple of category paths (tuples of non-empty str), "
+                            f"got {self.also_in!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,23 @@ class Taxonomy:
             return None
         return SEP.join(item.category_path[: self.level])
 
+    def labels_of(self, item: Item) -> tuple[str, ...]:
+        """Every label of an item at this level that is in the taxonomy: `label_of` first, then
+        those of `item.also_in` (a multi-label item); () when it has no category.
+
+        Example:
+            >>> tax = Taxonomy.from_items([Item("a", "A", ("Comedy",)), Item("b", "B", ("Drama",))], 1)
+            >>> tax.labels_of(Item("t", "Toy Story", ("Animation",), also_in=(("Comedy",), ("Drama",))))
+            ('Animation', 'Comedy', 'Drama')
+        """
+        first = self.label_of(item)
+        out = [] if first is None else [first]
+        for path in item.also_in:
+            lab = SEP.join(path[: self.level])
+            if lab in self and lab not in out:
+                out.append(lab)
+        return tuple(out)
+
     def item_labels(self, items: Mapping[str, Item]) -> dict[str, int]:
         """item_id -> label index for every item that has a category."""
         out: dict[str, int] = {}

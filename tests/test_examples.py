@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from llmint.errors import DataError
 from llmint.evidence import (
     CategoryStats,
     Citation,
@@ -274,10 +275,56 @@ def test_every_grounded_explanation_passes_the_category_check(tiny, prompt_and_c
     assert n_lead > 0  # lead-in clauses were checked too
 
 
+FILMS = {
+    "toy": Item("toy", "Toy Story (1995)", ("Animation",), also_in=(("Children's",), ("Comedy",))),
+    "heat": Item("heat", "Heat (1995)", ("Action",), also_in=(("Crime",), ("Thriller",))),
+    "babe": Item("babe", "Babe (1995)", ("Children's",), also_in=(("Comedy",), ("Drama",))),
+    "fargo": Item("fargo", "Fargo (1996)", ("Crime",), also_in=(("Drama",), ("Thriller",))),
+    "ace": Item("ace", "Ace Ventura: Pet Detective (1994)", ("Comedy",)),
+    "seven": Item("seven", "Seven (Se7en) (1995)", ("Crime",), also_in=(("Thriller",),)),
+    "dmw": Item("dmw", "Dead Man Walking (1995)", ("Drama",)),
+    "psycho": Item("psycho", "Psycho (1960)", ("Horror",), also_in=(("Thriller",), ("Noir",))),  # Noir: no item's own
+}
+
+
+def test_a_multi_label_item_is_in_each_of_its_categories():
+    tax = Taxonomy.from_items(FILMS.values(), 1)
+    shown = [Event("u", iid, "review", timestamp=t, rating=4.0) for t, iid in enumerate(["heat", "toy"])]
+    labels = shown_labels(shown, [1, 2], FILMS, tax)
+    assert "Thriller" not in tax and "Noir" not in tax  # the taxonomy holds the items' own categories
+    assert tax.labels_of(FILMS["psycho"]) == ("Horror",)  # other paths count only where they are labels
+    tax = Taxonomy.from_items([*FILMS.values(), Item("t", "Thief (1981)", ("Thriller",))], 1)
+    labels = shown_labels(shown, [1, 2], FILMS, tax)
+    assert labels == {1: ("Action", "Crime", "Thriller"), 2: ("Animation", "Children's", "Comedy")}
+    for label, ok in (("Comedy", True), ("Animation", True), ("Drama", False)):
+        text = f"Next interest: {label}. Evidence: [2] watched Toy Story in this category."
+        v = check_faithfulness(text, [1, 2], label, event_labels=labels)
+        assert v.ok is ok, v.reasons
+    assert check_faithfulness("Next interest: Drama. Evidence: [2] watched Toy Story in this category.", [1, 2],
+                              "Drama", event_labels=labels).reasons == (
+        "cites [2] as in this category, but it is in 'Animation'",)
+    none = "Next interest: Comedy. Evidence: none of the 2 events shown is in this category."
+    assert check_faithfulness(none, [1, 2], "Comedy", event_labels=labels).reasons == (
+        "says none of the events shown is in this category, but [2] is",)
+    # the template cites Toy Story for Comedy, and its claim passes the check
+    stats = CategoryStats.from_sequences([[Event("v", i, "review", order=n) for n, i in
+                                           enumerate(["toy", "heat", "babe", "heat", "fargo", "toy"])]], FILMS, tax)
+    evid = select_evidence(shown, [1, 2], FILMS, tax, "Comedy", stats, min_lift=0.0)
+    assert [(c.position, c.category, c.role) for c in evid.citations] == [(2, "Comedy", "target")]
+    assert check_faithfulness(explain(evid), [1, 2], "Comedy", event_labels=labels).ok
+    # a lead-in reads the event's own category (the one transitions were counted in) and skips targets
+    evid = select_evidence(shown, [1, 2], FILMS, tax, "Crime", stats, min_lift=0.0)
+    assert [(c.position, c.role) for c in evid.citations] == [(1, "target")]
+    evid = select_evidence(shown, [1, 2], FILMS, tax, "Children's", stats, min_lift=0.0)
+    assert [(c.position, c.category, c.role) for c in evid.citations] == [(2, "Children's", "target")]
+    with pytest.raises(DataError, match="also_in"):
+        Item("bad", "Bad", ("Drama",), also_in=("Comedy",))
+
+
 def test_shown_labels_and_reason_kind():
     shown = [ev("u", "p1", 0), Event("u", None, "search", timestamp=1, text="pens"), ev("u", "x", 2)]
     tax = Taxonomy.from_items(ITEMS.values(), 2)
-    assert shown_labels(shown, [5, 6, 7], ITEMS, tax) == {5: "Office > Paper", 6: None, 7: None}
+    assert shown_labels(shown, [5, 6, 7], ITEMS, tax) == {5: ("Office > Paper",), 6: (), 7: ()}
     with pytest.raises(ValueError, match="positions"):
         shown_labels(shown, [5], ITEMS, tax)
     assert reason_kind("cites [12], which is not in the history shown (positions 1..9)") == "cites [n]"

@@ -564,6 +564,7 @@ def test_real_movielens_users_and_genres(real: dict[str, Dataset]) -> None:
         "zip": "85711",
     }
     assert ds.items["1"].category_path == ("Animation",)
+    assert ds.items["1"].also_in == (("Children's",), ("Comedy",))  # Toy Story's other genres
     assert dict(ds.items["1"].attributes) == {
         "genres": "Animation, Children's, Comedy",
         "year": "1995",

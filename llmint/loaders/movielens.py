@@ -9,7 +9,9 @@ Categories: genres are multi-label and listed in MovieLens's fixed genre order
 (unknown, Action, Adventure, Animation, Children's, Comedy, ... nearly
 alphabetical), so the "first listed genre" used as `category_path=(genre,)` is
 the first in that order, not a primary genre ("Action Adventure Thriller" ->
-Action). All genres are kept in the "genres" attribute. The genre "unknown"
+Action). All genres are kept in the "genres" attribute, and the ones after the
+first in `Item.also_in`, so an explanation may say a film is in any of its genres
+while the prediction target stays the first. The genre "unknown"
 (2 movies in ML-100K) is no category: those items get `category_path=()`.
 Users carry age, an age bucket (MovieLens-1M's buckets), gender, occupation, zip.
 This module knows nothing about other formats or about models.
@@ -106,7 +108,7 @@ def load_movielens(folder: Path | None = None, *, strict: bool = False,
             attrs.append(("year", f[year_col].strip()))
         iid = f[idx["item_id"]].strip()
         item = sink.build(line, Item, iid, f[idx["movie_title"]].strip(), tuple(real[:1]),
-                          attributes=tuple(attrs))
+                          attributes=tuple(attrs), also_in=tuple((g,) for g in dict.fromkeys(real[1:])))
         if item is not None:
             if iid in items:
                 sink.bad(line, f"duplicate item_id {iid!r}")
