@@ -90,6 +90,23 @@ def test_generic_jsonl_order_only_and_list_paths(tmp_path: Path) -> None:
     assert ds.items["i1"].category_path == ("X", "Y")
 
 
+def test_generic_items_also_in_column_csv_and_jsonl(tmp_path: Path) -> None:
+    from llmint.loaders.generic import load_items_file
+
+    csv_items = load_items_file(write(tmp_path / "it.csv", (
+        "item_id,title,category_path,also_in\n"
+        "toy,Toy Story,Animation,Children's | Comedy | Comedy\n"
+        "heat,Heat,Action,\n"
+        "pen,Pen,Office > Pens,Office > Gifts\n")))
+    assert csv_items["toy"].also_in == (("Children's",), ("Comedy",))  # repeated path kept once
+    assert csv_items["heat"].also_in == () and csv_items["toy"].attributes == ()  # not an attribute
+    assert csv_items["pen"].also_in == (("Office", "Gifts"),)
+    jsonl = load_items_file(write(tmp_path / "it.jsonl", json.dumps(
+        {"item_id": "toy", "title": "Toy Story", "category_path": ["Animation"],
+         "also_in": [["Children's"], "Comedy", []]}) + "\n"))
+    assert jsonl["toy"].also_in == (("Children's",), ("Comedy",))
+
+
 def test_generic_parquet_and_registry_dispatch(tmp_path: Path) -> None:
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")

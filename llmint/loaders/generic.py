@@ -5,7 +5,9 @@ without the column every event is a "purchase", a blank value is an error),
 `timestamp` (unix seconds, or an ISO-8601 datetime) and/or `order` (int),
 `rating`, `text`. Items file columns:
 `item_id`, `title`, `category_path` (" > "-joined, or a list in JSONL/Parquet),
-`brand`, `text`; any other item column becomes a string attribute. Unknown
+`brand`, `text`, `also_in` (a multi-label item's other category paths: " | "
+between paths in CSV, or a list of paths in JSONL/Parquet); any other item column
+becomes a string attribute. Unknown
 event columns are ignored with a warning. Ids (`user_id`, `item_id`) must be
 strings or whole numbers: a list, object or bool is a bad row, not stringified.
 Items referenced by events but absent from the items file (or all items,
@@ -48,8 +50,9 @@ logger = logging.getLogger(__name__)
 
 SUFFIXES = (".csv", ".jsonl", ".parquet")
 EVENT_COLUMNS = ("user_id", "item_id", "action", "timestamp", "order", "rating", "text")
-ITEM_COLUMNS = ("item_id", "title", "category_path", "brand", "text")
+ITEM_COLUMNS = ("item_id", "title", "category_path", "brand", "text", "also_in")
 PATH_SEP = " > "
+ALSO_SEP = " | "  # between the paths of the also_in column in CSV
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # may be half of a valid pair
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -158,6 +161,18 @@ def _category_path(v: Any) -> tuple[str, ...]:
     return tuple(c.strip() for c in s.split(PATH_SEP) if c.strip()) if s else ()
 
 
+def _also_in(v: Any) -> tuple[tuple[str, ...], ...]:
+    """Other category paths: "A > B | C" in CSV, or a list of paths (each a list or a string)."""
+    if v is None:
+        return ()
+    if isinstance(v, (list, tuple)):
+        paths = [_category_path(p) for p in v]
+    else:
+        s = to_str(v)
+        paths = [_category_path(p) for p in s.split(ALSO_SEP)] if s else []
+    return tuple(dict.fromkeys(p for p in paths if p))
+
+
 def load_items_file(path: Path, *, strict: bool = True, reports: list[LoadReport] | None = None
                     ) -> dict[str, Item]:
     """Items from a CSV/JSONL/Parquet file with `item_id`, `title`, ... (see module docstring)."""
@@ -183,7 +198,7 @@ def load_items_file(path: Path, *, strict: bool = True, reports: list[LoadReport
                       if k not in ITEM_COLUMNS and (s := to_str(v)) is not None)
         item = sink.build(where, Item, iid or "", to_str(rec.get("title")) or f"item {iid}",
                           _category_path(rec.get("category_path")), brand=to_str(rec.get("brand")),
-                          text=to_str(rec.get("text")), attributes=attrs)
+                          text=to_str(rec.get("text")), attributes=attrs, also_in=_also_in(rec.get("also_in")))
         if item is None:
             continue
         if item.item_id in items:
