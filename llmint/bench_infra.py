@@ -155,13 +155,19 @@ def lora(ctx: Context) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------- roofline
 
 
-def machine_rates(device: str, reps: int = 5) -> dict[str, float]:
-    """This machine's float32 matmul rate (GFLOP/s, a 512x576 @ 576x1536 product, SmolLM2's MLP shape)
-    and memory bandwidth (GB/s, copying 256 MiB), at torch's current thread count."""
+def machine_rates(device: str, dtype: Any = None, reps: int = 5) -> dict[str, float]:
+    """This machine's matmul rates and memory bandwidth, in `dtype` (default float32), at torch's
+    current thread count: `matmul_gflops` at SmolLM2's MLP shape (512x576 @ 576x1536: what one
+    shopper's forward pass does; on a GPU a product this small is bound by kernel launches),
+    `peak_matmul_gflops` on a large square product (4096 on a GPU, 1024 on a CPU: what batching
+    can reach), and `bandwidth_gbs` copying 256 MiB."""
     import torch
 
     dev = torch.device(device)
-    a, b = torch.randn(512, 576, device=dev), torch.randn(576, 1536, device=dev)
+    dt = dtype or torch.float32
+    a, b = torch.randn(512, 576, device=dev, dtype=dt), torch.randn(576, 1536, device=dev, dtype=dt)
+    n = 4096 if device.startswith("cuda") else 1024
+    big = torch.randn(n, n, device=dev, dtype=dt)
     src = torch.empty(64 * 2**20, device=dev)
     dst = torch.empty_like(src)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -178,9 +184,11 @@ def machine_rates(device: str, reps: int = 5) -> dict[str, float]:
         return min(ts)
 
     t_mm = best(lambda: [a @ b for _ in range(10)])
+    t_big = best(lambda: [big @ big for _ in range(3)])
     t_cp = best(lambda: dst.copy_(src))
     return {"matmul_gflops": round(10 * 2 * 512 * 576 * 1536 / t_mm / 1e9, 1),
-            "bandwidth_gbs": round(2 * src.numel() * 4 / t_cp / 1e9, 1)}
+            "peak_matmul_gflops": round(3 * 2 * n**3 / t_big / 1e9, 1),
+            "bandwidth_gbs": round(2 * src.numel() * 4 / t_cp / 1e9, 1), "dtype": str(dt).removeprefix("torch.")}
 
 
 def roofline(ctx: Context) -> dict[str, Any]:
@@ -195,7 +203,7 @@ def roofline(ctx: Context) -> dict[str, Any]:
     c = ctx.model.config
     kv = 2 * c.num_hidden_layers * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads) * bpp
     score_bytes = 2 * weight_bytes + kv * (p + sc.n_label_tokens) * 2  # 2 passes read the weights; KV written+read
-    rates = machine_rates(ctx.cfg.device)
+    rates = machine_rates(ctx.cfg.device, next(ctx.model.parameters()).dtype)
     ridge = rates["matmul_gflops"] / rates["bandwidth_gbs"]
     out: dict[str, Any] = {"prompt_tokens": p, "label_tokens": sc.n_label_tokens, "flops": f,
                            "bytes_scoring": score_bytes, "intensity_flop_per_byte": f["total"] / score_bytes,
@@ -210,6 +218,14 @@ def roofline(ctx: Context) -> dict[str, Any]:
         rows.append(row("roofline", f"scoring: {f['total'] / 1e9:.0f} GFLOP/shopper attained rate",
                         out["attained_gflops"], "GFLOP/s", "matmul rate of this machine", rates["matmul_gflops"],
                         better="higher"))
+    # batched, the weights are read once per batch: the floor is the FLOPs at the large-product rate
+    out["throughput_floor_shoppers_per_s"] = round(rates["peak_matmul_gflops"] * 1e9 / f["total"], 1)
+    thr = ctx.results.get("throughput", {})
+    if thr.get("shoppers_per_s"):
+        best = max(thr["shoppers_per_s"].values())
+        rows.append(row("roofline", "shoppers/s at the best batch vs the FLOP floor at the peak matmul rate",
+                        best, "shoppers/s", "floor (peak rate / FLOPs per shopper)",
+                        out["throughput_floor_shoppers_per_s"], better="higher"))
     step_flops, step_bytes = 2.0 * f["params"], weight_bytes + kv * (p + ctx.cfg.gen_tokens)
     out["decode_step"] = {"flops": step_flops, "bytes": step_bytes, "intensity": step_flops / step_bytes,
                           "floor_ms": {"compute": round(step_flops / rates["matmul_gflops"] / 1e6, 2),
@@ -225,6 +241,9 @@ def roofline(ctx: Context) -> dict[str, Any]:
         f"{out['scoring_floor_ms']['compute']} ms compute vs {out['scoring_floor_ms']['memory']} ms memory"
         + (f", measured {sb['methods']['trie']['p50_ms']:.0f} ms ({out['attained_gflops']} GFLOP/s attained)"
            if sb else "")
+        + f". Batched, at the peak {rates['dtype']} matmul rate ({rates['peak_matmul_gflops']} GFLOP/s on a "
+        f"large product) the floor is {out['throughput_floor_shoppers_per_s']} shoppers/s"
+        + (f", measured {max(thr['shoppers_per_s'].values())} at the best batch" if thr.get("shoppers_per_s") else "")
         + f". A decode step: {step_flops / 1e9:.2f} GFLOP over {step_bytes / 1e6:.0f} MB = "
         f"{out['decode_step']['intensity']:.1f} FLOP/byte, memory-bound; floor "
         f"{out['decode_step']['floor_ms']['memory']} ms"
