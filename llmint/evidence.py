@@ -415,11 +415,30 @@ def _label_sets(labels: Mapping[int, str | Sequence[str] | None]) -> dict[int, t
     return {p: () if v is None else (v,) if isinstance(v, str) else tuple(v) for p, v in labels.items()}
 
 
-_LEAD_IN = re.compile(r"^(?P<phrase>.*), and \S+ of next events after (?P<prev>.+?) are in this category", re.S)
+_LEAD_IN = re.compile(
+    r"^(?P<phrase>.*), and (?P<pct>\S+) of next events after (?P<prev>.+?) are in this category", re.S)
+_PCT = re.compile(r"(?P<lt><)?(?P<n>\d+(?:\.\d+)?)%")
+PCT_TOLERANCE = 1.0
+"""Percentage points a lead-in's stated share may differ from the training statistic (rounding)."""
+
+
+def _pct_claim(stated: str, label: str, prev_labels: Sequence[str], stats: CategoryStats) -> str | None:
+    """A problem with "<stated> of next events after <prev> are in this category", or None when the
+    share is right for one of the labels the lead-in may mean (within `PCT_TOLERANCE` points)."""
+    m = _PCT.fullmatch(stated.strip())
+    truths = [100 * stats.p_next(a, label) for a in prev_labels]
+    if m is None:
+        return f"states {stated!r} as a share of next events, which is not a percentage"
+    n = float(m.group("n"))
+    if any((t < n) if m.group("lt") else abs(t - n) <= PCT_TOLERANCE for t in truths):
+        return None
+    return f"states {stated} of next events after {leaf(prev_labels[0])!r} are in this category; the training " \
+           f"sequences say {_pct(truths[0] / 100)}"
 _NONE_SHOWN = re.compile(r"none of the \d+ events shown is in this category")
 
 
-def _claims(text: str, label: str, labels: Mapping[int, tuple[str, ...]]) -> list[str]:
+def _claims(text: str, label: str, labels: Mapping[int, tuple[str, ...]],
+            stats: CategoryStats | None = None) -> list[str]:
     """Problems with the category claims an explanation makes about cited events.
 
     Reads the clauses (split at ";") of the evidence wording `explain` teaches:
@@ -427,7 +446,8 @@ def _claims(text: str, label: str, labels: Mapping[int, tuple[str, ...]]) -> lis
     Leaf, and 18% of next events after Leaf are in this category" says event n is
     in a category whose last segment is Leaf; "none of the k events shown is in
     this category" says no shown event is in `label`. An event is in each of its
-    labels (several for a multi-label item). Free wording makes no claim this reads."""
+    labels (several for a multi-label item). With `stats`, the lead-in's share ("18%")
+    must be P(label | Leaf) of the training sequences. Free wording makes no claim this reads."""
     out: list[str] = []
     want = _norm(label)
     body = text.split("Evidence:", 1)[-1]
@@ -443,6 +463,11 @@ def _claims(text: str, label: str, labels: Mapping[int, tuple[str, ...]]) -> lis
                     out.append(f"cites [{p}] as a lead-in from {prev!r}, but it has no category")
                 elif not any(phrase.endswith(" in " + _norm(leaf(a))) and prev == _norm(leaf(a)) for a in actual):
                     out.append(f"cites [{p}] as a lead-in from {prev!r}, but it is in {leaf(actual[0])!r}")
+                elif stats is not None:
+                    prevs = [a for a in actual if _norm(leaf(a)) == prev]
+                    problem = _pct_claim(lead.group("pct"), label, prevs, stats)
+                    if problem is not None:
+                        out.append(problem)
             continue
         if _NONE_SHOWN.search(_norm(clause)):
             hits = [p for p, labs in labels.items() if any(_norm(a) == want for a in labs)]
@@ -470,7 +495,8 @@ def reason_kind(reason: str) -> str:
         >>> reason_kind("cites [7] as in this category, but it is in 'Paper'")
         'cites [n] as in this category'
     """
-    return re.sub(r"\[\d+\]", "[n]", reason).split(" '")[0].split(",")[0].split(" (")[0]
+    reason = re.sub(r"<?\d+(?:\.\d+)?%", "N%", re.sub(r"\[\d+\]", "[n]", reason))
+    return reason.split(" '")[0].split(",")[0].split(" (")[0]
 
 
 def check_faithfulness(
@@ -480,6 +506,7 @@ def check_faithfulness(
     *,
     require_citation: bool = False,
     event_labels: Mapping[int, str | Sequence[str] | None] | None = None,
+    stats: CategoryStats | None = None,
 ) -> Verdict:
     """Check one explanation: every cited [n] is an event shown in the history, and the
     category label is named (whitespace and case aside). With `require_citation`, an
@@ -489,7 +516,8 @@ def check_faithfulness(
     number -> the shown event's category labels, from `shown_labels`; a single label
     or None is accepted too), the category each cited event is said to be in must be
     one of its categories: "[n] bought X in this category" fails when event n is in
-    none of them.
+    none of them. With `stats` too, a lead-in's share of next events must be the
+    training statistic (within `PCT_TOLERANCE` percentage points).
 
     Example:
         >>> check_faithfulness("Next interest: Paper. Evidence: [2] bought pens.", [1, 2], "Paper")
@@ -513,12 +541,13 @@ def check_faithfulness(
     if require_citation and shown and not cited:
         reasons.append("cites no event of the history")
     if event_labels is not None:
-        reasons.extend(_claims(explanation_text, category_label, _label_sets(event_labels)))
+        reasons.extend(_claims(explanation_text, category_label, _label_sets(event_labels), stats))
     return Verdict(not reasons, tuple(reasons), cited)
 
 
 __all__ = [
     "EXPLANATION_VERSION",
+    "PCT_TOLERANCE",
     "CategoryStats",
     "Citation",
     "Evidence",

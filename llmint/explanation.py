@@ -140,13 +140,14 @@ def checked_explanation(ranker: Any, ser: Any, label: str, model_text: str, stat
     """Serve the model's text for the serialised history `ser` when it passes the check, else the grounded
     evidence template (the model's text and its verdict are kept for the audit either way)."""
     labels = shown_labels(ser.events, ser.positions, ranker.dataset.items, ranker.taxonomy)
-    model_verdict = check_faithfulness(model_text, ser.positions, label, require_citation=True, event_labels=labels)
+    model_verdict = check_faithfulness(model_text, ser.positions, label, require_citation=True, event_labels=labels,
+                                       stats=stats)
     if model_verdict.ok:
         text, source, verdict = model_text, "model", model_verdict
     else:
         ev = select_evidence(ser.events, ser.positions, ranker.dataset.items, ranker.taxonomy, label, stats)
         text = explain(ev)
-        source, verdict = "evidence", check_faithfulness(text, ser.positions, label, event_labels=labels)
+        source, verdict = "evidence", check_faithfulness(text, ser.positions, label, event_labels=labels, stats=stats)
     return Explanation(label, text, source, verdict, model_text, model_verdict, tuple(ser.positions))
 
 

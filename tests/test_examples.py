@@ -257,6 +257,41 @@ def test_check_faithfulness_compares_cited_events_categories(evidence, reasons):
     assert check_faithfulness(text, [1, 2, 3, 4], "Office > Paper").ok  # without labels: not compared
 
 
+PENS_STATS = CategoryStats(transitions={"Office > Pens": {"Office > Paper": 18, "Office > Pens": 82},
+                                        "Office > Ink": {"Office > Paper": 0, "Office > Ink": 300}},
+                           popularity={"Office > Paper": 50, "Office > Pens": 100, "Office > Ink": 300})
+
+
+@pytest.mark.parametrize(
+    "pct, reasons",
+    [
+        ("18%", []),
+        ("19%", []),  # within PCT_TOLERANCE (rounding)
+        ("17.5%", []),
+        ("40%", ["states 40% of next events after 'Pens' are in this category; the training sequences say 18%"]),
+        ("<1%", ["states <1% of next events after 'Pens' are in this category; the training sequences say 18%"]),
+        ("many", ["states 'many' as a share of next events, which is not a percentage"]),
+    ],
+)
+def test_a_lead_in_share_must_be_the_training_statistic(pct, reasons):
+    text = (f"Next interest: Office > Paper. Evidence: [2] bought Pilot G2 Gel Pens in Pens, and {pct} of next "
+            "events after Pens are in this category.")
+    v = check_faithfulness(text, [1, 2, 3, 4], "Office > Paper", event_labels=LABELS, stats=PENS_STATS)
+    assert list(v.reasons) == reasons
+    assert check_faithfulness(text, [1, 2, 3, 4], "Office > Paper", event_labels=LABELS).ok  # no stats: not read
+    if reasons:
+        assert reason_kind(reasons[0]) in ("states N% of next events after", "states")
+
+
+def test_a_lead_in_share_below_one_percent():
+    labels = {1: ("Office > Ink",)}
+    text = ("Next interest: Office > Paper. Evidence: [1] bought HP Ink in Ink, and <1% of next events after Ink "
+            "are in this category.")
+    assert check_faithfulness(text, [1], "Office > Paper", event_labels=labels, stats=PENS_STATS).ok
+    assert not check_faithfulness(text.replace("<1%", "5%"), [1], "Office > Paper", event_labels=labels,
+                                  stats=PENS_STATS).ok
+
+
 def test_every_grounded_explanation_passes_the_category_check(tiny, prompt_and_cfg):
     """The template's category claims are true for every test case and every label (incl. lead-ins)."""
     ds, split, tax, stats = tiny
@@ -271,7 +306,7 @@ def test_every_grounded_explanation_passes_the_category_check(tiny, prompt_and_c
             ev_ = select_evidence(ser.events, ser.positions, ds.items, tax, label, stats, min_lift=0.0)
             text = explain(ev_)
             n_lead += ev_.transition is not None
-            assert check_faithfulness(text, ser.positions, label, event_labels=labels).ok, text
+            assert check_faithfulness(text, ser.positions, label, event_labels=labels, stats=stats).ok, text
     assert n_lead > 0  # lead-in clauses were checked too
 
 
