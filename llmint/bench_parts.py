@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,15 @@ class Context:
                 "bench", self.ds, self.cfg.level or self.ds.default_level, rcfg, loaded=self.loaded)
         return self._rankers[budget]
 
+    def histories(self, n: int) -> list[Any]:
+        """`n` seeded test shoppers' histories (the same shoppers as `bench_scoring`)."""
+        take = np.random.default_rng(self.cfg.seed).permutation(len(self.split.test))[:n]
+        return [self.split.test[i].history for i in take]
+
     def prompts(self, n: int, budget: int | None = None) -> list[list[int]]:
         """Token ids of `n` seeded test shoppers' prompts (the same shoppers as `bench_scoring`)."""
         r = self.ranker(budget or self.budget)
-        take = np.random.default_rng(self.cfg.seed).permutation(len(self.split.test))[:n]
-        return [r.prompt_ids(self.split.test[i].history) for i in take]
+        return [r.prompt_ids(h) for h in self.histories(n)]
 
     @property
     def labels(self) -> list[str]:
@@ -435,6 +440,13 @@ def generation(ctx: Context) -> dict[str, Any]:
         t0, times, pt = _generate(ctx, h, 2, True, cache=cache)
         pre_ttft.append(times[0] - t0)
         pre_same = pre_same and pt == toks[:2]
+    ctx.say("generation, first tokens from the scored prompt's kept K/V")
+    kv_ttft, kv_same = [], True
+    for hist, h, toks in zip(ctx.histories(cfg.n_generate), heads, first_tokens, strict=True):
+        _, kv = ranker.logprobs_one(hist)  # what predict(explain=True) keeps from its scoring pass
+        t0, times, kt = _generate(ctx, h, 2, True, cache=kv.cache_for(h))
+        kv_ttft.append(times[0] - t0)
+        kv_same = kv_same and kt == toks[:2]
     ctx.say(f"generation, {cfg.no_cache_tokens} tokens without the cache (baseline)")
     t0, times, toks = _generate(ctx, heads[0], cfg.no_cache_tokens, False)
     nc_ttft = times[0] - t0
@@ -449,11 +461,15 @@ def generation(ctx: Context) -> dict[str, Any]:
                 score.get("trie", {}).get("p50_ms")),
             row("generation", f"time to first token p50, shared prefix ({pre_len} tokens) cached",
                 _ms(pre_ttft)["p50_ms"], "ms", "time to first token p50, whole prompt", ttft_ms["p50_ms"]),
+            row("generation", "time to first token p50, scored prompt's K/V kept (as predict explains)",
+                _ms(kv_ttft)["p50_ms"], "ms", "time to first token p50, shared prefix cached",
+                _ms(pre_ttft)["p50_ms"]),
             row("generation", f"explanation of {cfg.gen_tokens} tokens, total",
                 round(ttft_ms["p50_ms"] + 1000 * (cfg.gen_tokens - 1) / tps, 1), "ms")]
     return {"ttft": ttft_ms, "tokens_per_s": tps, "no_cache": {"ttft_ms": round(nc_ttft * 1000, 1),
             "tokens_per_s": round(nc_rate, 3), "tokens": len(toks), "same_tokens_as_cached": same},
             "prefix_ttft": {**_ms(pre_ttft), "prefix_tokens": pre_len, "same_first_tokens": pre_same},
+            "kept_kv_ttft": {**_ms(kv_ttft), "label_line_tokens": len(tail), "same_first_tokens": kv_same},
             "prompt_tokens": [len(h) for h in heads], "label": label, "rows": rows,
             "note": f"greedy, fixed {cfg.gen_tokens} new tokens (min_new_tokens); the no-cache baseline generates "
                     f"{cfg.no_cache_tokens} tokens and {'matches' if same else 'DIFFERS from'} the cached ones"}
@@ -488,7 +504,10 @@ def predict(ctx: Context) -> dict[str, Any]:
                 ("bare_scoring", lambda u: svc.ranker.logprobs([svc.history(u)])),
                 ("predict", lambda u: svc.predict(u, explain=False)),
                 ("predict_explain", lambda u: svc.predict(u, explain=True)),
+                ("predict_explain_prompt_again", lambda u: svc.predict(u, explain=True)),
             ):
+                if name == "predict_explain_prompt_again":  # the baseline of the kept prompt K/V
+                    svc.config = replace(svc.config, keep_prompt_kv=False)
                 ctx.say(f"predict: {name}")
                 t, outs = ctx.time_each(fn, uids, warmup=0)  # warmed up above: no extra audit rows
                 res[name] = _ms(t)
@@ -501,7 +520,10 @@ def predict(ctx: Context) -> dict[str, Any]:
     rows = [row("predict", "predict, explain=False p50 (products + audit)", res["predict"]["p50_ms"], "ms",
                 "bare scoring of the same shopper p50", bare),
             row("predict", "predict, explain=True p50", res["predict_explain"]["p50_ms"], "ms",
-                "bare scoring p50", bare)]
+                "bare scoring p50", bare),
+            row("predict", "predict, explain=True p50, explanation continues the scored prompt's K/V",
+                res["predict_explain"]["p50_ms"], "ms", "explain=True, generation runs the prompt again",
+                res["predict_explain_prompt_again"]["p50_ms"])]
     res.update(rows=rows, note=f"{len(uids)} stored shoppers, history budget {ctx.budget} tokens, "
                                f"{cfg.gen_tokens}-token explanations; speed-up < 1 is the serving overhead")
     return res

@@ -92,27 +92,42 @@ class TextGenerator(Protocol):
 
 
 class HFGenerator:
-    """transformers' greedy `generate`, one head at a time, through the ranker's shared-prefix cache."""
+    """transformers' greedy `generate`, one head at a time, continuing the longest cached prefix it has.
 
-    def __init__(self, ranker: Any) -> None:
+    `prompt_kv`: K/V of scored prompts (`LLMCategoryRanker.logprobs_one`); a head that
+    continues one of them runs only its category line before decoding. Other heads start
+    from the ranker's shared-prefix cache (the system turn), or from nothing."""
+
+    def __init__(self, ranker: Any, prompt_kv: Sequence[Any] = ()) -> None:
         self.ranker = ranker
+        self.prompt_kv = tuple(kv for kv in prompt_kv if kv is not None)
+
+    def cache_for(self, head: Sequence[int]) -> Any:
+        """A fresh cache of the longest kept prefix of `head` (None: none)."""
+        for kv in self.prompt_kv:
+            cache = kv.cache_for(head)
+            if cache is not None:
+                return cache
+        return self.ranker.prefix_cache_for(head)
 
     def generate(self, heads: Sequence[Sequence[int]], max_new_tokens: int) -> list[str]:
         r = self.ranker
-        return [greedy_decode(r.model, r.tokenizer, h, max_new_tokens=max_new_tokens, cache=r.prefix_cache_for(h))
+        return [greedy_decode(r.model, r.tokenizer, h, max_new_tokens=max_new_tokens, cache=self.cache_for(h))
                 for h in heads]
 
 
 def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], labels: Sequence[str],
                         stats: CategoryStats, *, max_new_tokens: int = 64,
-                        generator: TextGenerator | None = None) -> list[Explanation]:
+                        generator: TextGenerator | None = None,
+                        prompt_kv: Sequence[Any] = ()) -> list[Explanation]:
     """Generate, check and (where needed) replace the explanation of `labels[i]` for `histories[i]`.
 
     `ranker` is a `llmint.llm_ranker.LLMCategoryRanker`; every label must be one of its
     taxonomy labels; `stats` are training-split category statistics (for the fallback).
     `generator` writes the texts of all heads in one call: `HFGenerator(ranker)` when None,
     or `llmint.vllm_backend.VLLMGenerator` (continuous batching, prefix caching, the LoRA
-    adapter served by vLLM).
+    adapter served by vLLM). `prompt_kv`: the scored prompts' K/V for the default generator
+    (`LLMCategoryRanker.logprobs_one`), so generation skips the prompt pass.
     """
     if len(histories) != len(labels):
         raise ValueError(f"{len(histories)} histories but {len(labels)} labels; expected one label each")
@@ -122,7 +137,7 @@ def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], label
     sers = [ranker.serialize(h) for h in histories]
     heads = [label_head(ranker.tokenizer, ranker.prompt_ids(h, ser), label)
              for h, ser, label in zip(histories, sers, labels, strict=True)]
-    texts = (generator or HFGenerator(ranker)).generate(heads, max_new_tokens) if heads else []
+    texts = (generator or HFGenerator(ranker, prompt_kv)).generate(heads, max_new_tokens) if heads else []
     if len(texts) != len(heads):
         raise RuntimeError(f"the generator returned {len(texts)} texts for {len(heads)} prompts")
     return [checked_explanation(ranker, ser, label, text, stats)
@@ -130,10 +145,11 @@ def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], label
 
 
 def explain_prediction(ranker: Any, history: Sequence[Event], label: str, stats: CategoryStats, *,
-                       max_new_tokens: int = 64, generator: TextGenerator | None = None) -> Explanation:
-    """`explain_predictions` for one history."""
+                       max_new_tokens: int = 64, generator: TextGenerator | None = None,
+                       prompt_kv: Any = None) -> Explanation:
+    """`explain_predictions` for one history (`prompt_kv`: its scored prompt's K/V, or None)."""
     return explain_predictions(ranker, [history], [label], stats, max_new_tokens=max_new_tokens,
-                               generator=generator)[0]
+                               generator=generator, prompt_kv=(prompt_kv,))[0]
 
 
 def checked_explanation(ranker: Any, ser: Any, label: str, model_text: str, stats: CategoryStats) -> Explanation:

@@ -254,6 +254,15 @@ class LLMCategoryRanker:
                 progress(len(ids))
         return out
 
+    def logprobs_one(self, history: Sequence[Event]) -> tuple[np.ndarray, Any]:
+        """`logprobs([history])[0]` and the prompt's K/V (`llmint.scoring.PromptKV`), scored alone.
+
+        Pass the K/V to the explanation (`explain_predictions(..., prompt_kv=[kv])`) so the
+        generation after the category runs only the category line, not the prompt again."""
+        self._ensure()
+        row, kv = self._scorer.score_one(self.prompt_ids(history))
+        return row.astype(np.float64), kv
+
     # --- event-level ranker ---------------------------------------------------------------------
 
     def fit_events(self, valid_cases: Sequence[Case], progress: Callable[[int], None] | None = None

@@ -18,6 +18,9 @@ for the labels in one of two exact modes:
 - "flat": the cache is repeated once per label (`DynamicCache.batch_repeat_interleave`)
   and the right-padded labels run as a batch (the FINDINGS.md recipe).
 
+`score_one(prompt)` scores a single prompt and also keeps its K/V (`PromptKV`), so a
+generation that continues the prompt (the explanation) runs only its new tokens.
+
 `naive_scores()` is the slow reference (one full forward per prompt and label).
 `to_distribution()` and `fit_temperature()` turn log-probs into calibrated
 distributions. This module knows nothing about prompts' content, taxonomies,
@@ -35,6 +38,26 @@ import numpy as np
 
 MODES = ("trie", "flat")
 Prompt = str | Sequence[int]
+
+
+@dataclass(frozen=True)
+class PromptKV:
+    """The K/V of one scored prompt (`ids`), per layer, kept for a generation that continues it."""
+
+    ids: tuple[int, ...]
+    layers: tuple[tuple[Any, Any], ...]
+
+    def cache_for(self, head: Sequence[int]) -> Any | None:
+        """A fresh `DynamicCache` of this prompt when `head` starts with it and goes on, else None.
+
+        `model.generate(input_ids=head, past_key_values=cache)` then runs only the tokens
+        after the prompt; the kept tensors are not changed (the cache appends by copying)."""
+        from transformers import DynamicCache
+
+        n = len(self.ids)
+        if len(head) <= n or tuple(head[:n]) != self.ids:
+            return None
+        return DynamicCache(ddp_cache_data=self.layers)
 
 
 def label_token_ids(
@@ -235,6 +258,18 @@ class CategoryScorer:
 
     __call__ = score
 
+    def score_one(self, prompt: Prompt) -> tuple[np.ndarray, PromptKV]:
+        """`score([prompt])[0]` and the prompt's K/V from the same pass (for the explanation after it).
+
+        The prompt runs alone (no padding), so the kept K/V is what a generation of
+        this prompt would compute, up to float error."""
+        import torch
+
+        (ids,) = self.prompt_ids([prompt])
+        with torch.inference_mode():
+            row, kv = self._score_batch([ids], keep_kv=True)
+        return row[0], PromptKV(tuple(ids), kv)
+
     def set_prefix(self, prefix: Prompt | None) -> None:
         """Cache the K/V of a token prefix that prompts share (a chat template's system turn).
 
@@ -279,7 +314,8 @@ class CategoryScorer:
         cache.batch_repeat_interleave(n)
         return cache
 
-    def _score_batch(self, batch: list[list[int]]) -> np.ndarray:
+    def _score_batch(self, batch: list[list[int]], keep_kv: bool = False) -> Any:
+        """Scores of the batch; with `keep_kv` (one prompt only) also its K/V layers before the label pass."""
         import torch
 
         device = _device(self.model)
@@ -310,9 +346,15 @@ class CategoryScorer:
         )
         root = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (n, V)
         lengths = mask.sum(-1)  # (n,)
+        if keep_kv:  # the label pass appends to the cache by concatenation: these tensors stay the prompt's
+            if n != 1:
+                raise ValueError(f"keep_kv needs a batch of one prompt, not {n}")
+            kept = tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
         if self.mode == "trie":
-            return self._trie_pass(out.past_key_values, mask, lengths, root).cpu().numpy()
-        return self._flat_pass(out.past_key_values, mask, lengths, root).cpu().numpy()
+            scores = self._trie_pass(out.past_key_values, mask, lengths, root).cpu().numpy()
+        else:
+            scores = self._flat_pass(out.past_key_values, mask, lengths, root).cpu().numpy()
+        return (scores, kept) if keep_kv else scores
 
     def _trie_pass(self, cache: Any, mask: Any, lengths: Any, root: Any) -> Any:
         import torch

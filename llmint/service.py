@@ -409,17 +409,30 @@ class InterestService:
             preds.append(self._serve(req, out, settings, t0))
         return preds
 
-    def _compute(self, reqs: Sequence[_Request], s: _Settings) -> list[dict[str, Any]]:
-        """The model, explanation and retrieval work for checked requests; no audit."""
+    def _compute(self, reqs: Sequence[_Request], s: _Settings, keep_kv: bool | None = None) -> list[dict[str, Any]]:
+        """The model, explanation and retrieval work for checked requests; no audit.
+
+        `keep_kv` (default: when explaining and `config.keep_prompt_kv`): a single shopper's prompt K/V is kept from
+        scoring (out["kv"]) and the explanation continues it instead of re-reading the
+        prompt. A batch of several is scored together and each explanation runs its own
+        prompt, so what a shopper is told does not depend on who shared the batch."""
         from .coldstart import blend_prior
         from .scoring import to_distribution
 
         n_lab = len(self.taxonomy)
         t0 = time.perf_counter()
         warm = {i: row for row, i in enumerate(i for i, r in enumerate(reqs) if r.events)}
+        if keep_kv is None:
+            keep_kv = s.explain and self.config.keep_prompt_kv
+        keep = keep_kv and len(reqs) == 1 and bool(warm)
+        kv = None
         with self._model_lock:
             sers = [self.ranker.serialize(r.events) for r in reqs]
-            lp = self.ranker.logprobs([reqs[i].events for i in warm]) if warm else np.zeros((0, n_lab))
+            if keep:
+                row, kv = self.ranker.logprobs_one(reqs[0].events)
+                lp = row[None]
+            else:
+                lp = self.ranker.logprobs([reqs[i].events for i in warm]) if warm else np.zeros((0, n_lab))
         model_p = to_distribution(lp, s.temperature) if warm else lp
         t_score = (time.perf_counter() - t0) * 1000
         outs: list[dict[str, Any]] = []
@@ -429,13 +442,13 @@ class InterestService:
                                      cold_max=s.cold_start_max, strength=s.cold_start_strength)
             label = self.taxonomy.labels[int(np.argmax(p))]
             t1 = time.perf_counter()
-            ex = self._explain(req, label, s) if s.explain else None
+            ex = self._explain(req, label, s, kv) if s.explain else None
             t2 = time.perf_counter()
             products = self._products(req.events, label, s) if s.n_products else ()
             t3 = time.perf_counter()
             outs.append({
                 "ser": ser, "p": p, "label": label, "prior_weight": w_prior, "cold": n <= s.cold_start_max,
-                "ex": ex, "products": products,
+                "ex": ex, "products": products, "kv": kv, "kv_kept": kv is not None,
                 "timings_ms": {"score": t_score, "explain": (t2 - t1) * 1000, "products": (t3 - t2) * 1000},
             })
         return outs
@@ -451,7 +464,7 @@ class InterestService:
         v = check_faithfulness(text, (), label)
         return {"text": text, "source": "prior", "model_text": None, "ok": v.ok, "reasons": v.reasons, "cited": ()}
 
-    def _explain(self, req: _Request, label: str, s: _Settings) -> dict[str, Any]:
+    def _explain(self, req: _Request, label: str, s: _Settings, kv: Any = None) -> dict[str, Any]:
         from .explanation import explain_prediction
 
         if not req.events:
@@ -460,7 +473,8 @@ class InterestService:
 
         with self._model_lock:
             torch.manual_seed(self.config.seed)
-            ex = explain_prediction(self.ranker, req.events, label, self.stats, max_new_tokens=s.max_new_tokens)
+            ex = explain_prediction(self.ranker, req.events, label, self.stats, max_new_tokens=s.max_new_tokens,
+                                    prompt_kv=kv)
         return _explanation_dict(ex)
 
     def _products(self, events: Sequence[Event], label: str, s: _Settings) -> tuple[Product, ...]:
@@ -503,6 +517,14 @@ class InterestService:
                 "history_format": HISTORY_FORMAT, "labels_sha256": self.labels_sha256,
                 "serialize": asdict(self.ranker.serialize_config), "dtype": self.dtype}
 
+    @staticmethod
+    def _generation_cache(req: _Request, out: dict[str, Any]) -> str | None:
+        """What the explanation's generation continued: "prompt" (the scored prompt's kept K/V),
+        "prefix" (the shared system turn; the prompt run again), None (nothing generated)."""
+        if out["ex"] is None or not req.events:
+            return None
+        return "prompt" if out["kv_kept"] else "prefix"
+
     def _top(self, p: np.ndarray, k: int) -> tuple[CategoryScore, ...]:
         """The `k` most probable labels, ties in taxonomy order."""
         return tuple(CategoryScore(self.taxonomy.labels[j], float(p[j])) for j in np.argsort(-p, kind="stable")[:k])
@@ -537,7 +559,8 @@ class InterestService:
             model_sha256=self.model_sha256, adapter_id=self.adapter_id, adapter_sha256=self.adapter_sha256,
             prompt_name=self.prompt.name, prompt_version=self.prompt.version,
             prompt_sha256=self.prompt_sha256,
-            decoding=self._decoding(s), output=self._output(req, out, s), top_category=out["label"],
+            decoding={**self._decoding(s), "generation_cache": self._generation_cache(req, out)},
+            output=self._output(req, out, s), top_category=out["label"],
             faithful=None if ex is None else bool(ex["ok"]),
             latency_ms=(t_audit - t0) * 1000, cold_start=bool(out["cold"]),
         )
@@ -581,8 +604,8 @@ class InterestService:
     def _stream(self, req: _Request, s: _Settings, t0: float, stream: ExplanationStream) -> Iterator[str]:
         from .explanation import checked_explanation
 
-        out = self._compute([req], replace(s, explain=False))[0]
-        label, ser = out["label"], out["ser"]
+        out = self._compute([req], replace(s, explain=False), keep_kv=self.config.keep_prompt_kv)[0]
+        label, ser, kv = out["label"], out["ser"], out.pop("kv")
         stream.top = self._top(out["p"], s.top_k)
         t1 = time.perf_counter()
         if not req.events:
@@ -590,7 +613,7 @@ class InterestService:
             yield ex["text"]
         else:
             chunks = []
-            for chunk in self._generate_stream(req.events, label, s.max_new_tokens):
+            for chunk in self._generate_stream(req.events, label, s.max_new_tokens, kv):
                 chunks.append(chunk)
                 yield chunk
             checked = checked_explanation(self.ranker, ser, label, "".join(chunks).strip(), self.stats)
@@ -601,11 +624,14 @@ class InterestService:
         out["timings_ms"]["explain"] = (time.perf_counter() - t1) * 1000
         stream.prediction = self._serve(req, out, s, t0)
 
-    def _generate_stream(self, events: Sequence[Event], label: str, max_new_tokens: int) -> Iterator[str]:
-        """Greedy generation after `prompt + label + "\n"` in a worker thread that holds the model lock."""
+    def _generate_stream(self, events: Sequence[Event], label: str, max_new_tokens: int,
+                         kv: Any = None) -> Iterator[str]:
+        """Greedy generation after `prompt + label + "\n"` in a worker thread that holds the model lock
+        (continuing the scored prompt's K/V `kv` when given, as `predict` does)."""
         import torch
         from transformers import TextIteratorStreamer
 
+        from .explanation import HFGenerator
         from .scoring import _device
 
         with self._model_lock:
@@ -624,7 +650,7 @@ class InterestService:
                     self.ranker.model.generate(
                         input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                         do_sample=False, eos_token_id=eos, pad_token_id=tok.pad_token_id or eos, streamer=streamer,
-                        past_key_values=self.ranker.prefix_cache_for(head))
+                        past_key_values=HFGenerator(self.ranker, (kv,)).cache_for(head))
             except BaseException as e:  # noqa: BLE001 - re-raised in the consuming thread
                 failure.append(e)
                 streamer.end()
@@ -668,7 +694,8 @@ class InterestService:
         s = _Settings(**{f.name: dec[f.name] for f in fields(_Settings)})
         uid = row.user_id or ANONYMOUS
         events = tuple(Event(user_id=uid, **d) for d in stored["input"]["events"])
-        out = self._compute([_Request(row.user_id, events)], s)[0]
+        # rows before the cache was stored, and batched rows, generated after the shared prefix
+        out = self._compute([_Request(row.user_id, events)], s, keep_kv=dec.get("generation_cache") == "prompt")[0]
         new = self._output(_Request(row.user_id, events), out, s)
         diffs: dict[str, Any] = {}
         a, b = np.round(stored["distribution"], 6), np.round(new["distribution"], 6)

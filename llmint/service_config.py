@@ -71,6 +71,9 @@ class ServiceConfig:
     cold_start_strength: float = field(default=COLD_STRENGTH, metadata=_h(
         "k in the model weight n / (n + k) of a cold history of n >= 1 events"))
     exclude_seen: bool = field(default=False, metadata=_h("leave the shopper's own items out of products"))
+    keep_prompt_kv: bool = field(default=True, metadata=_h(
+        "a single prediction's explanation continues the K/V its scoring pass computed for the prompt "
+        "(False: generation runs the prompt again after the shared system turn)"))
     seed: int = field(default=0, metadata=_h("torch seed set before each generation; split tie seed"))
 
     def __post_init__(self) -> None:
@@ -103,7 +106,7 @@ class ServiceConfig:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"{name}={v!r}; expected a finite number > 0")
-        for name in ("build_index", "exclude_seen"):
+        for name in ("build_index", "exclude_seen", "keep_prompt_kv"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected True or False")
 

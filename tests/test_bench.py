@@ -140,6 +140,8 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     assert res["sections"]["generation"]["no_cache"]["same_tokens_as_cached"] is True
     assert res["sections"]["generation"]["prefix_ttft"]["same_first_tokens"] is True
     assert res["sections"]["generation"]["prefix_ttft"]["prefix_tokens"] > 100
+    kept = res["sections"]["generation"]["kept_kv_ttft"]
+    assert kept["same_first_tokens"] is True and 0 < kept["label_line_tokens"] < 20
     assert res["sections"]["levers"]["detail"]["attn_max_abs_diff"] < 1e-3
     assert [lv["lever"] for lv in res["sections"]["levers"]["levers"]] == [
         "sdpa vs eager attention", "bfloat16 vs float32", "torch.compile (default) vs eager", "trie vs flat label pass",
@@ -154,7 +156,8 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     else:
         assert "error" in compiled
     assert res["sections"]["levers"]["detail"]["shared_prefix_tokens"] > 0
-    assert res["sections"]["predict"]["audit_rows"] == 1 + 2 * cfg.n_predict  # warm-up + explain off + on
+    assert res["sections"]["predict"]["audit_rows"] == 1 + 3 * cfg.n_predict  # warm-up + explain off, on, on again
+    assert res["sections"]["predict"]["predict_explain_prompt_again"]["p50_ms"] > 0
     assert res["sections"]["lora"]["examples_per_s"] > 0
     assert smollm2.model.config._attn_implementation == "sdpa"  # the lever put it back
     js, md = write(res, tmp_path / "bench.json")

@@ -122,3 +122,31 @@ def test_generation_through_the_cached_prefix_gives_the_same_text(setup) -> None
         cached = generate_text(r.model, r.tokenizer, ids, label, max_new_tokens=20, cache=cache)
         assert cached == plain and plain
     assert r.prefix_cache_for([1, 2, 3]) is None  # not this prompt's prefix: generate runs it all
+
+
+def test_explanation_continues_the_scored_prompts_kv(setup) -> None:
+    """`logprobs_one` keeps the prompt's K/V; the explanation after it runs only the category line."""
+    from llmint.explanation import HFGenerator, label_head
+
+    r, split, stats = setup
+    calls: list[int] = []
+    hook = r.model.register_forward_hook(
+        lambda m, a, k, o: calls.append(k["input_ids"].shape[1]) if k.get("input_ids") is not None else None,
+        with_kwargs=True)
+    try:
+        for case in split.test[:2]:
+            row, kv = r.logprobs_one(case.history)
+            assert np.array_equal(row, r.logprobs([case.history])[0])
+            label = r.taxonomy.labels[int(row.argmax())]
+            head = label_head(r.tokenizer, r.prompt_ids(case.history), label)
+            assert HFGenerator(r, (kv,)).cache_for(head).get_seq_length() == len(kv.ids)
+            calls.clear()
+            via_kv = explain_prediction(r, case.history, label, stats, max_new_tokens=20, prompt_kv=kv)
+            kv_first = calls[0]
+            calls.clear()
+            plain = explain_prediction(r, case.history, label, stats, max_new_tokens=20)
+            assert kv_first == len(head) - len(kv.ids) < 10  # the category line, not the prompt
+            assert calls[0] == len(head) - r._scorer.prefix_len  # the plain one ran the prompt again
+            assert via_kv.model_text == plain.model_text and via_kv.text == plain.text
+    finally:
+        hook.remove()

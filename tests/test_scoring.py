@@ -148,6 +148,39 @@ def test_shared_prefix_cache_is_computed_once_and_reset(tiny_lm, tiny_tok):
     assert s._prefix_kv is None
 
 
+@pytest.mark.parametrize("mode", ["trie", "flat"])
+@pytest.mark.parametrize("prefix", [None, "1. the user"])
+def test_score_one_keeps_the_prompts_kv_for_generation(tiny_lm, tiny_tok, mode, prefix):
+    s = CategoryScorer(tiny_lm, tiny_tok, LABELS, mode=mode, label_chunk=3)
+    s.set_prefix(prefix)
+    prompt = PREFIXED[1]
+    row, kv = s.score_one(prompt)
+    assert np.array_equal(row, s.score([prompt])[0])  # the same pass as score()
+    (ids,) = s.prompt_ids([prompt])
+    assert kv.ids == tuple(ids)
+    # the kept K/V is the prompt's alone: the label pass did not leave its tokens in it
+    assert all(k.shape[-2] == len(ids) and v.shape[-2] == len(ids) for k, v in kv.layers)
+    head = ids + [WORDS.index("Toys"), WORDS.index("next")]
+    assert kv.cache_for(ids) is None  # nothing after the prompt to run
+    assert kv.cache_for(ids[:-1] + [WORDS.index("Toys")] * 3) is None  # not this prompt
+    cache = kv.cache_for(head)
+    assert cache.get_seq_length() == len(ids)
+    x = torch.tensor([head])
+    with torch.inference_mode():
+        plain = tiny_lm.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=6,
+                                 min_new_tokens=6, do_sample=False, pad_token_id=tiny_tok.pad_token_id)
+        cached = tiny_lm.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=6,
+                                  min_new_tokens=6, do_sample=False, pad_token_id=tiny_tok.pad_token_id,
+                                  past_key_values=cache)
+        logits_plain = tiny_lm(input_ids=x).logits[0, -1]
+        logits_cached = tiny_lm(input_ids=x[:, len(ids):], past_key_values=kv.cache_for(head)).logits[0, -1]
+    assert cached.tolist() == plain.tolist()
+    assert torch.allclose(logits_cached, logits_plain, atol=1e-5)
+    assert all(k.shape[-2] == len(ids) for k, _ in kv.layers)  # generating did not grow the kept tensors
+    with pytest.raises(ValueError, match="one prompt"):
+        s._score_batch([ids, ids], keep_kv=True)
+
+
 def test_naive_is_the_sum_of_token_logprobs_including_eos(tiny_lm, tiny_tok, reference):
     """Hand-check one cell: log p(Office | prompt) + log p(<eos> | prompt, Office)."""
     prompt = tiny_tok(PROMPTS[0], add_special_tokens=False)["input_ids"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -154,6 +155,29 @@ def test_replay_reproduces_stored_predictions(svc) -> None:
         assert res.identical and res.versions_match and res.input_identical, res.differences
         assert res.differences == {} and res.version_differences == ()
     assert svc.audit.count() == before  # replay writes nothing
+
+
+def test_explanations_continue_the_scored_prompt_alone_and_replay_the_same_way(svc) -> None:
+    """A single prediction explains from its scored prompt's K/V; a batch from the shared prefix
+    (so a shopper's text does not depend on the batch). The row says which; replay follows it."""
+    single = svc.predict("u3", n_products=1)
+    batch = svc.predict_batch(["u3", "u0"], n_products=1)
+    rows = [svc.audit.get(p.audit_id) for p in (single, *batch)]
+    assert [r.decoding["generation_cache"] for r in rows] == ["prompt", "prefix", "prefix"]
+    assert single.model_text == batch[0].model_text  # the same greedy tokens either way (here)
+    for p in (single, *batch):
+        res = svc.replay(p.audit_id)
+        assert res.identical, res.differences
+    svc.config = replace(svc.config, keep_prompt_kv=False)  # the opt-out: the prompt runs again
+    try:
+        off = svc.predict("u3", n_products=1)
+    finally:
+        svc.config = replace(svc.config, keep_prompt_kv=True)
+    assert svc.audit.get(off.audit_id).decoding["generation_cache"] == "prefix"
+    assert off.model_text == single.model_text and svc.replay(off.audit_id).identical
+    no_explain = svc.audit.get(svc.predict("u3", explain=False, n_products=1).audit_id)
+    assert no_explain.decoding["generation_cache"] is None  # nothing generated
+    assert svc.audit.get(svc.predict([]).audit_id).decoding["generation_cache"] is None  # the prior's text
 
 
 def test_replay_tells_float_noise_from_a_changed_distribution(svc, monkeypatch) -> None:
@@ -400,6 +424,8 @@ def test_service_config_is_checked() -> None:
     with pytest.raises(ValueError, match=r"unknown ServiceConfig key\(s\) \['colour'\]"):
         ServiceConfig.from_dict({"colour": 1})
     assert ServiceConfig.from_dict({"max_batch": 3}).max_batch == 3
+    with pytest.raises(ValueError, match="keep_prompt_kv='no'"):
+        ServiceConfig(keep_prompt_kv="no")
 
 
 def test_import_llmint_stays_light() -> None:
