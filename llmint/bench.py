@@ -72,6 +72,8 @@ class BenchConfig:
     n_lever: int = field(default=3, metadata=_h("shoppers timed per lever setting"))
     gen_tokens: int = field(default=32, metadata=_h("new tokens per generation (fixed length)"))
     n_generate: int = field(default=2, metadata=_h("generations timed with the KV cache"))
+    gen_batch: int = field(default=8, metadata=_h(
+        "explanations decoded together vs one at a time (HFGenerator batch_size; same heads, same texts)"))
     no_cache_tokens: int = field(default=8, metadata=_h("new tokens of the no-cache baseline (1 shopper)"))
     n_predict: int = field(default=3, metadata=_h("shoppers sent through InterestService.predict"))
     index_dir: str | None = field(default=None, metadata=_h(
@@ -108,7 +110,8 @@ class BenchConfig:
         if bad:
             raise ValueError(f"compile modes {bad} unknown; expected any of {COMPILE_MODES}")
         for name in ("n_shoppers", "batch", "n_naive", "n_throughput", "n_lever", "gen_tokens", "n_generate",
-                     "no_cache_tokens", "n_predict", "index_size", "index_queries", "lora_steps", "lora_batch"):
+                     "gen_batch", "no_cache_tokens", "n_predict", "index_size", "index_queries", "lora_steps",
+                     "lora_batch"):
             _check_int(name, getattr(self, name), 1)
         _check_int("torch_threads", self.torch_threads, 0)
         for name in ("history_tokens", "batch_sizes", "threads"):

@@ -419,6 +419,8 @@ def _generate(ctx: Context, head: list[int], n: int, use_cache: bool, cache: Any
 def generation(ctx: Context) -> dict[str, Any]:
     """Greedy explanation after `prompt + label + newline` (as the service generates): TTFT, tokens/s,
     with the KV cache vs the same generation without it (every step re-reads the whole prompt)."""
+    from .explanation import HFGenerator
+
     cfg = ctx.cfg
     label = ctx.labels[0]
     tail = list(ctx.tok(label + "\n", add_special_tokens=False)["input_ids"])
@@ -447,6 +449,19 @@ def generation(ctx: Context) -> dict[str, Any]:
         t0, times, kt = _generate(ctx, h, 2, True, cache=kv.cache_for(h))
         kv_ttft.append(times[0] - t0)
         kv_same = kv_same and kt == toks[:2]
+    ctx.say(f"generation, {cfg.gen_batch} explanations decoded together vs one at a time")
+    batch_heads = [p + tail for p in ctx.prompts(cfg.gen_batch)]
+    one_gen, many_gen = HFGenerator(ranker), HFGenerator(ranker, batch_size=cfg.gen_batch)
+    ctx.sync()
+    t0 = time.perf_counter()
+    one_texts = one_gen.generate(batch_heads, cfg.gen_tokens)
+    ctx.sync()
+    t1 = time.perf_counter()
+    many_texts = many_gen.generate(batch_heads, cfg.gen_tokens)
+    ctx.sync()
+    t2 = time.perf_counter()
+    batched = {"n": len(batch_heads), "one_at_a_time_s": round(t1 - t0, 3), "batched_s": round(t2 - t1, 3),
+               "same_texts": sum(a == b for a, b in zip(one_texts, many_texts, strict=True))}
     ctx.say(f"generation, {cfg.no_cache_tokens} tokens without the cache (baseline)")
     t0, times, toks = _generate(ctx, heads[0], cfg.no_cache_tokens, False)
     nc_ttft = times[0] - t0
@@ -464,12 +479,16 @@ def generation(ctx: Context) -> dict[str, Any]:
             row("generation", "time to first token p50, scored prompt's K/V kept (as predict explains)",
                 _ms(kv_ttft)["p50_ms"], "ms", "time to first token p50, shared prefix cached",
                 _ms(pre_ttft)["p50_ms"]),
+            row("generation", f"explanations/s, {cfg.gen_batch} decoded together (up to {cfg.gen_tokens} tokens)",
+                round(len(batch_heads) / max(t2 - t1, 1e-9), 3), "explanations/s", "one at a time",
+                round(len(batch_heads) / max(t1 - t0, 1e-9), 3), better="higher"),
             row("generation", f"explanation of {cfg.gen_tokens} tokens, total",
                 round(ttft_ms["p50_ms"] + 1000 * (cfg.gen_tokens - 1) / tps, 1), "ms")]
     return {"ttft": ttft_ms, "tokens_per_s": tps, "no_cache": {"ttft_ms": round(nc_ttft * 1000, 1),
             "tokens_per_s": round(nc_rate, 3), "tokens": len(toks), "same_tokens_as_cached": same},
             "prefix_ttft": {**_ms(pre_ttft), "prefix_tokens": pre_len, "same_first_tokens": pre_same},
             "kept_kv_ttft": {**_ms(kv_ttft), "label_line_tokens": len(tail), "same_first_tokens": kv_same},
+            "batched": batched,
             "prompt_tokens": [len(h) for h in heads], "label": label, "rows": rows,
             "note": f"greedy, fixed {cfg.gen_tokens} new tokens (min_new_tokens); the no-cache baseline generates "
                     f"{cfg.no_cache_tokens} tokens and {'matches' if same else 'DIFFERS from'} the cached ones"}

@@ -127,15 +127,18 @@ def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: t
 @click.option("--backend", type=click.Choice(["transformers", "vllm"]), default="transformers", show_default=True,
               help="Engine that writes the explanations (vllm: optional, needs vLLM and a CUDA GPU).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto (the scoring model's device).")
+@click.option("--gen-batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="transformers backend: explanations decoded together (1: one at a time, as the service "
+                   "explains; the texts agree up to float error).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the JSON result here (default: print it).")
 def explain_eval(dataset: str, level: int | None, llm_model: str | None, adapter: str | None, n_cases: int,
-                 seed: int, max_valid: int, backend: str, device: str, out: Path | None) -> None:
+                 seed: int, max_valid: int, backend: str, device: str, gen_batch: int, out: Path | None) -> None:
     """Faithfulness of explanations on test cases: check pass rates, counterfactual test, examples."""
     from tqdm.auto import tqdm
 
     from .evidence import CategoryStats
-    from .explanation import evaluate_explanations
+    from .explanation import HFGenerator, evaluate_explanations
     from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
     from .loaders import load_dataset
     from .split import SplitConfig, make_split
@@ -145,7 +148,7 @@ def explain_eval(dataset: str, level: int | None, llm_model: str | None, adapter
         split = make_split(ds.histories(), SplitConfig(seed=seed))
         rcfg = LLMRankerConfig(model=llm_model, adapter=adapter, max_valid=max_valid, seed=seed, device=device)
         ranker = LLMCategoryRanker("llm", ds, level or ds.default_level, rcfg)
-        generator = None
+        generator = HFGenerator(ranker, batch_size=gen_batch)
         if backend == "vllm":
             from .vllm_backend import VLLMGenerator
 
@@ -160,7 +163,8 @@ def explain_eval(dataset: str, level: int | None, llm_model: str | None, adapter
                                         generator=generator)
     except LlmintError as err:
         raise _fail(err) from err
-    res = {"dataset": ds.name, "adapter": adapter, "backend": backend, "temperature": ranker.temperature, **res}
+    res = {"dataset": ds.name, "adapter": adapter, "backend": backend,
+           "gen_batch": gen_batch if backend == "transformers" else None, "temperature": ranker.temperature, **res}
     text = json.dumps(res, indent=2, ensure_ascii=False)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +229,8 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
 @click.option("--dtype-lever/--no-dtype-lever", default=True, show_default=True,
               help="Time bfloat16 vs float32 scoring (a converted copy of the model) in the levers section.")
 @click.option("--gen-tokens", type=int, default=32, show_default=True, help="New tokens per explanation.")
+@click.option("--gen-batch", type=int, default=8, show_default=True,
+              help="Explanations decoded together, timed against the same ones one at a time.")
 @click.option("--index-size", type=int, default=100_000, show_default=True, help="Synthetic vectors in the index.")
 @click.option("--lora-dataset", default="movielens", show_default=True, help="Dataset of the LoRA section.")
 @click.option("--lora-steps", type=int, default=3, show_default=True, help="LoRA steps timed (the first is warm-up).")
@@ -237,8 +243,8 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
 def bench(dataset: str, level: int | None, llm_model: str | None, device: str, dtype: str,
           history_tokens: tuple[int, ...], n_shoppers: int, batch: int, naive_labels: int,
           batch_sizes: tuple[int, ...], n_throughput: int, threads: tuple[int, ...], torch_threads: int,
-          compile_modes: tuple[str, ...], dtype_lever: bool, gen_tokens: int, index_size: int, lora_dataset: str,
-          lora_steps: int,
+          compile_modes: tuple[str, ...], dtype_lever: bool, gen_tokens: int, gen_batch: int, index_size: int,
+          lora_dataset: str, lora_steps: int,
           lora_batch: int, sections: tuple[str, ...], out: Path) -> None:
     """Speed of every part (scoring, throughput, generation, predict, index, LoRA), each vs a same-run baseline."""
     from tqdm.auto import tqdm
@@ -250,7 +256,7 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
                           history_tokens=history_tokens, n_shoppers=n_shoppers, batch=batch,
                           naive_labels=naive_labels or None, batch_sizes=batch_sizes, n_throughput=n_throughput,
                           threads=threads, torch_threads=torch_threads, compile=compile_modes, dtype_lever=dtype_lever,
-                          gen_tokens=gen_tokens,
+                          gen_tokens=gen_tokens, gen_batch=gen_batch,
                           index_size=index_size, lora_dataset=lora_dataset, lora_steps=lora_steps,
                           lora_batch=lora_batch, sections=sections or SECTIONS)
     except ValueError as err:

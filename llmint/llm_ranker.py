@@ -213,6 +213,17 @@ class LLMCategoryRanker:
         return self._scorer.prefix_cache_for(ids)
 
     @property
+    def prefix_ids(self) -> tuple[int, ...]:
+        """Token ids of the prompt prefix every shopper shares (the system turn), whose K/V is cached."""
+        self._ensure()
+        return self._scorer.prefix_ids
+
+    def prefix_cache_rows(self, n: int) -> Any:
+        """A fresh K/V cache of the shared prefix for `n` rows (None: no prefix), for a batched `generate`."""
+        self._ensure()
+        return self._scorer.prefix_cache_rows(n)
+
+    @property
     def loaded(self) -> Any:
         """The `LoadedModel` (base weights, spec, hash) under the scoring model."""
         self._ensure()

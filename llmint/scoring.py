@@ -290,6 +290,16 @@ class CategoryScorer:
         """Tokens in the cached shared prefix (0: none)."""
         return len(self._prefix_ids)
 
+    @property
+    def prefix_ids(self) -> tuple[int, ...]:
+        """The cached shared prefix's token ids (empty: none)."""
+        return self._prefix_ids
+
+    def prefix_cache_rows(self, n: int) -> Any | None:
+        """A fresh cache holding the shared prefix's K/V for `n` rows (None: no prefix), for a batched
+        `generate` whose rows all start with `prefix_ids`."""
+        return self._prefix_cache(n) if self._prefix_ids else None
+
     def prefix_cache_for(self, ids: Sequence[int]) -> Any | None:
         """A fresh cache holding the shared prefix's K/V when `ids` start with it (and go on), else None.
 

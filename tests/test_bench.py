@@ -122,7 +122,7 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     ds = shop(n_users=6, length=5)
     cfg = BenchConfig(history_tokens=(16,), n_shoppers=2, batch=2, n_naive=1, naive_labels=2, batch_sizes=(2,),
                       n_throughput=2, threads=(1,), attn=("sdpa", "eager"), compile=("default",), n_lever=1,
-                      gen_tokens=3, n_generate=1,
+                      gen_tokens=3, n_generate=1, gen_batch=2,
                       no_cache_tokens=2, n_predict=1, index_dir=str(tmp_path / "index"), index_size=1200,
                       index_queries=10, lora_steps=1, lora_batch=1, warmup=0)
     threads = torch.get_num_threads()
@@ -140,6 +140,8 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     assert res["sections"]["generation"]["no_cache"]["same_tokens_as_cached"] is True
     assert res["sections"]["generation"]["prefix_ttft"]["same_first_tokens"] is True
     assert res["sections"]["generation"]["prefix_ttft"]["prefix_tokens"] > 100
+    batched = res["sections"]["generation"]["batched"]
+    assert batched["n"] == cfg.gen_batch == 2 and batched["same_texts"] == 2 and batched["batched_s"] > 0
     kept = res["sections"]["generation"]["kept_kv_ttft"]
     assert kept["same_first_tokens"] is True and 0 < kept["label_line_tokens"] < 20
     assert res["sections"]["levers"]["detail"]["attn_max_abs_diff"] < 1e-3

@@ -124,6 +124,22 @@ def test_generation_through_the_cached_prefix_gives_the_same_text(setup) -> None
     assert r.prefix_cache_for([1, 2, 3]) is None  # not this prompt's prefix: generate runs it all
 
 
+def test_batched_generation_gives_the_one_at_a_time_texts(setup) -> None:
+    """Heads of different lengths decoded together (left-padded after the shared prefix) = one by one."""
+    from llmint.explanation import HFGenerator, label_head
+
+    r, split, _ = setup
+    hists = [c.history for c in split.test[:3]]
+    heads = [label_head(r.tokenizer, r.prompt_ids(h), r.taxonomy.labels[i]) for i, h in enumerate(hists)]
+    assert len({len(h) for h in heads}) > 1  # padding is exercised
+    one = HFGenerator(r).generate(heads, 16)
+    assert HFGenerator(r, batch_size=3).generate(heads, 16) == one
+    assert HFGenerator(r, batch_size=2).generate(heads, 16) == one  # a full batch and a rest of one
+    assert all(one)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        HFGenerator(r, batch_size=0)
+
+
 def test_explanation_continues_the_scored_prompts_kv(setup) -> None:
     """`logprobs_one` keeps the prompt's K/V; the explanation after it runs only the category line."""
     from llmint.explanation import HFGenerator, label_head
