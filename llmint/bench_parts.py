@@ -534,6 +534,19 @@ def predict(ctx: Context) -> dict[str, Any]:
                     keys = sorted({k for o in outs for k in o.timings_ms})
                     res[name]["timings_ms_p50"] = {
                         k: round(float(np.median([o.timings_ms.get(k, 0.0) for o in outs])), 2) for k in keys}
+            svc.config = replace(svc.config, keep_prompt_kv=True)
+            group = [users[i] for i in np.random.default_rng(cfg.seed + 1).permutation(len(users))[: cfg.gen_batch]]
+            for k in (1, cfg.gen_batch):  # a backend's batch with explanations: one at a time, then decoded together
+                ctx.say(f"predict: predict_batch of {len(group)} with explanations, explain_batch={k}")
+                svc.config = replace(svc.config, explain_batch=k)
+                ctx.sync()
+                t0 = time.perf_counter()
+                preds = svc.predict_batch(group, explain=True)
+                ctx.sync()
+                res[f"predict_batch_explain_{k}"] = {"n": len(group), "s": round(time.perf_counter() - t0, 3),
+                                                     "texts": [p.model_text for p in preds]}
+            one, many = res["predict_batch_explain_1"], res[f"predict_batch_explain_{cfg.gen_batch}"]
+            many["same_texts"] = sum(a == b for a, b in zip(one.pop("texts"), many.pop("texts"), strict=True))
             res["audit_rows"] = svc.audit.count()
     bare = res["bare_scoring"]["p50_ms"]
     rows = [row("predict", "predict, explain=False p50 (products + audit)", res["predict"]["p50_ms"], "ms",
@@ -542,7 +555,10 @@ def predict(ctx: Context) -> dict[str, Any]:
                 "bare scoring p50", bare),
             row("predict", "predict, explain=True p50, explanation continues the scored prompt's K/V",
                 res["predict_explain"]["p50_ms"], "ms", "explain=True, generation runs the prompt again",
-                res["predict_explain_prompt_again"]["p50_ms"])]
+                res["predict_explain_prompt_again"]["p50_ms"]),
+            row("predict", f"predict_batch of {len(group)} with explanations, decoded together (explain_batch="
+                f"{cfg.gen_batch}), per shopper", round(1000 * many["s"] / len(group), 1), "ms",
+                "explain_batch=1 (one at a time)", round(1000 * one["s"] / len(group), 1))]
     res.update(rows=rows, note=f"{len(uids)} stored shoppers, history budget {ctx.budget} tokens, "
                                f"{cfg.gen_tokens}-token explanations; speed-up < 1 is the serving overhead")
     return res

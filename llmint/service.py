@@ -435,23 +435,46 @@ class InterestService:
                 lp = self.ranker.logprobs([reqs[i].events for i in warm]) if warm else np.zeros((0, n_lab))
         model_p = to_distribution(lp, s.temperature) if warm else lp
         t_score = (time.perf_counter() - t0) * 1000
+        blended = [blend_prior(model_p[warm[i]] if r.events else None, len(r.events), self.prior,
+                               cold_max=s.cold_start_max, strength=s.cold_start_strength) for i, r in enumerate(reqs)]
+        labels = [self.taxonomy.labels[int(np.argmax(p))] for p, _ in blended]
+        together: dict[int, dict[str, Any]] = {}
+        t_together = 0.0
+        if s.explain and self.config.explain_batch > 1 and len(warm) > 1:
+            t1 = time.perf_counter()
+            together = self._explain_together(reqs, labels, list(warm), s)
+            t_together = (time.perf_counter() - t1) * 1000 / len(warm)  # each row's share of the batch
         outs: list[dict[str, Any]] = []
         for i, (req, ser) in enumerate(zip(reqs, sers, strict=True)):
-            n = len(req.events)
-            p, w_prior = blend_prior(model_p[warm[i]] if n else None, n, self.prior,
-                                     cold_max=s.cold_start_max, strength=s.cold_start_strength)
-            label = self.taxonomy.labels[int(np.argmax(p))]
+            (p, w_prior), label = blended[i], labels[i]
             t1 = time.perf_counter()
-            ex = self._explain(req, label, s, kv) if s.explain else None
+            ex = together.get(i) or (self._explain(req, label, s, kv) if s.explain else None)
             t2 = time.perf_counter()
             products = self._products(req.events, label, s) if s.n_products else ()
             t3 = time.perf_counter()
             outs.append({
-                "ser": ser, "p": p, "label": label, "prior_weight": w_prior, "cold": n <= s.cold_start_max,
-                "ex": ex, "products": products, "kv": kv, "kv_kept": kv is not None,
-                "timings_ms": {"score": t_score, "explain": (t2 - t1) * 1000, "products": (t3 - t2) * 1000},
+                "ser": ser, "p": p, "label": label, "prior_weight": w_prior,
+                "cold": len(req.events) <= s.cold_start_max, "ex": ex, "products": products,
+                "kv": kv, "kv_kept": kv is not None,
+                "gen_batch": min(self.config.explain_batch, len(together)) if i in together else None,
+                "timings_ms": {"score": t_score, "explain": (t2 - t1) * 1000 + (t_together if i in together else 0.0),
+                               "products": (t3 - t2) * 1000},
             })
         return outs
+
+    def _explain_together(self, reqs: Sequence[_Request], labels: Sequence[str], rows: Sequence[int],
+                          s: _Settings) -> dict[int, dict[str, Any]]:
+        """Explanations of `reqs[i]` for i in `rows` (warm shoppers), decoded `config.explain_batch` at a time."""
+        import torch
+
+        from .explanation import HFGenerator, explain_predictions
+
+        with self._model_lock:
+            torch.manual_seed(self.config.seed)
+            exs = explain_predictions(self.ranker, [reqs[i].events for i in rows], [labels[i] for i in rows],
+                                      self.stats, max_new_tokens=s.max_new_tokens,
+                                      generator=HFGenerator(self.ranker, batch_size=self.config.explain_batch))
+        return {i: _explanation_dict(ex) for i, ex in zip(rows, exs, strict=True)}
 
     def _prior_explanation(self, label: str) -> dict[str, Any]:
         from .evidence import check_faithfulness
@@ -520,9 +543,12 @@ class InterestService:
     @staticmethod
     def _generation_cache(req: _Request, out: dict[str, Any]) -> str | None:
         """What the explanation's generation continued: "prompt" (the scored prompt's kept K/V),
-        "prefix" (the shared system turn; the prompt run again), None (nothing generated)."""
+        "prefix" (the shared system turn; the prompt run again), "batch" (the prefix, decoded with
+        the batch's other shoppers: `explain_batch`), None (nothing generated)."""
         if out["ex"] is None or not req.events:
             return None
+        if out.get("gen_batch"):
+            return "batch"
         return "prompt" if out["kv_kept"] else "prefix"
 
     def _top(self, p: np.ndarray, k: int) -> tuple[CategoryScore, ...]:
@@ -559,7 +585,8 @@ class InterestService:
             model_sha256=self.model_sha256, adapter_id=self.adapter_id, adapter_sha256=self.adapter_sha256,
             prompt_name=self.prompt.name, prompt_version=self.prompt.version,
             prompt_sha256=self.prompt_sha256,
-            decoding={**self._decoding(s), "generation_cache": self._generation_cache(req, out)},
+            decoding={**self._decoding(s), "generation_cache": self._generation_cache(req, out),
+                      "generation_batch": out.get("gen_batch")},
             output=self._output(req, out, s), top_category=out["label"],
             faithful=None if ex is None else bool(ex["ok"]),
             latency_ms=(t_audit - t0) * 1000, cold_start=bool(out["cold"]),
@@ -694,7 +721,8 @@ class InterestService:
         s = _Settings(**{f.name: dec[f.name] for f in fields(_Settings)})
         uid = row.user_id or ANONYMOUS
         events = tuple(Event(user_id=uid, **d) for d in stored["input"]["events"])
-        # rows before the cache was stored, and batched rows, generated after the shared prefix
+        # rows before the cache was stored, and batched rows, generated after the shared prefix (a row
+        # decoded with its batch, "batch", is replayed alone: equal up to a near tie broken the other way)
         out = self._compute([_Request(row.user_id, events)], s, keep_kv=dec.get("generation_cache") == "prompt")[0]
         new = self._output(_Request(row.user_id, events), out, s)
         diffs: dict[str, Any] = {}

@@ -71,6 +71,11 @@ class ServiceConfig:
     cold_start_strength: float = field(default=COLD_STRENGTH, metadata=_h(
         "k in the model weight n / (n + k) of a cold history of n >= 1 events"))
     exclude_seen: bool = field(default=False, metadata=_h("leave the shopper's own items out of products"))
+    explain_batch: int = field(default=1, metadata=_h(
+        "predict_batch decodes this many explanations together (decoding is memory-bound, so a batch "
+        "costs little more than one); 1: one shopper at a time, texts independent of the batch. Batched "
+        "texts equal the lone ones up to float error; a replay, run alone, reports a near-tie that broke "
+        "the other way"))
     keep_prompt_kv: bool = field(default=True, metadata=_h(
         "a single prediction's explanation continues the K/V its scoring pass computed for the prompt "
         "(False: generation runs the prompt again after the shared system turn)"))
@@ -92,7 +97,8 @@ class ServiceConfig:
         if self.level is not None and (isinstance(self.level, bool) or not isinstance(self.level, int)
                                        or self.level < 1):
             raise ValueError(f"level={self.level!r}; expected None or an int >= 1")
-        for name in ("batch_size", "max_events_per_history", "max_text_chars", "max_batch", "max_new_tokens"):
+        for name in ("batch_size", "max_events_per_history", "max_text_chars", "max_batch", "max_new_tokens",
+                     "explain_batch"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r}; expected an int >= 1")

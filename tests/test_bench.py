@@ -158,7 +158,9 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     else:
         assert "error" in compiled
     assert res["sections"]["levers"]["detail"]["shared_prefix_tokens"] > 0
-    assert res["sections"]["predict"]["audit_rows"] == 1 + 3 * cfg.n_predict  # warm-up + explain off, on, on again
+    pr = res["sections"]["predict"]  # warm-up + explain off, on, on again + two batches of gen_batch
+    assert pr["audit_rows"] == 1 + 3 * cfg.n_predict + 2 * cfg.gen_batch
+    assert pr["predict_batch_explain_2"]["same_texts"] == 2 and pr["predict_batch_explain_1"]["s"] > 0
     assert res["sections"]["predict"]["predict_explain_prompt_again"]["p50_ms"] > 0
     assert res["sections"]["lora"]["examples_per_s"] > 0
     assert smollm2.model.config._attn_implementation == "sdpa"  # the lever put it back

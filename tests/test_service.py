@@ -180,6 +180,26 @@ def test_explanations_continue_the_scored_prompt_alone_and_replay_the_same_way(s
     assert svc.audit.get(svc.predict([]).audit_id).decoding["generation_cache"] is None  # the prior's text
 
 
+def test_explain_batch_decodes_a_batchs_explanations_together(svc) -> None:
+    inputs = ["u0", "u1", _pasted(svc, "u2", 4), []]
+    lone = svc.predict_batch(inputs, n_products=1)
+    svc.config = replace(svc.config, explain_batch=3)
+    try:
+        together = svc.predict_batch(inputs, n_products=1)
+    finally:
+        svc.config = replace(svc.config, explain_batch=1)
+    rows = [svc.audit.get(p.audit_id) for p in together]
+    assert [r.decoding["generation_cache"] for r in rows] == ["batch", "batch", "batch", None]  # [] is cold
+    assert [r.decoding["generation_batch"] for r in rows] == [3, 3, 3, None]
+    assert [p.model_text for p in together] == [p.model_text for p in lone]  # the same greedy tokens (here)
+    assert [p.explanation for p in together] == [p.explanation for p in lone]
+    assert all(p.timings_ms["explain"] > 0 for p in together[:3])
+    for p in together:
+        assert svc.replay(p.audit_id).identical
+    with pytest.raises(ValueError, match="explain_batch=0"):
+        ServiceConfig(explain_batch=0)
+
+
 def test_replay_tells_float_noise_from_a_changed_distribution(svc, monkeypatch) -> None:
     """Batch-vs-alone float32 noise (up to ~3e-6 in a probability) is not a difference; more is."""
     from llmint.service_config import REPLAY_ATOL
