@@ -134,22 +134,19 @@ class HFGenerator:
         positions counted from the attention mask, as the scorer lays out a batch."""
         import torch
 
-        from .scoring import _device
+        from .scoring import _device, left_pad, starts_with
 
         r, tok = self.ranker, self.ranker.tokenizer
         pre = r.prefix_ids
-        p = len(pre) if pre and all(len(h) > len(pre) and tuple(h[: len(pre)]) == pre for h in heads) else 0
-        tails = [h[p:] for h in heads]
-        n, width = len(heads), max(len(t) for t in tails)
+        p = len(pre) if pre and all(starts_with(h, pre) for h in heads) else 0
+        n = len(heads)
         eos = tok.eos_token_id
         pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-        ids = torch.full((n, p + width), pad, dtype=torch.long)
-        mask = torch.zeros((n, p + width), dtype=torch.long)
-        for i, t in enumerate(tails):
-            ids[i, :p] = torch.tensor(pre[:p], dtype=torch.long)
-            ids[i, p + width - len(t):] = torch.tensor(t, dtype=torch.long)
-            mask[i, :p] = 1
-            mask[i, p + width - len(t):] = 1
+        ids, mask = left_pad([h[p:] for h in heads], pad)
+        if p:  # the prefix's columns go first (its K/V is cached), then each row's padding and tokens
+            ids = torch.cat([torch.tensor([pre] * n, dtype=torch.long), ids], dim=1)
+            mask = torch.cat([torch.ones((n, p), dtype=torch.long), mask], dim=1)
+        width = ids.shape[1]
         device = _device(r.model)
         with torch.inference_mode():
             out = r.model.generate(
@@ -157,7 +154,7 @@ class HFGenerator:
                 do_sample=False, eos_token_id=eos, pad_token_id=pad,
                 past_key_values=r.prefix_cache_rows(n) if p else None,
             )
-        return [x.strip() for x in tok.batch_decode(out[:, p + width:], skip_special_tokens=True)]
+        return [x.strip() for x in tok.batch_decode(out[:, width:], skip_special_tokens=True)]
 
 
 def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], labels: Sequence[str],

@@ -40,6 +40,24 @@ MODES = ("trie", "flat")
 Prompt = str | Sequence[int]
 
 
+def starts_with(ids: Sequence[int], prefix: Sequence[int]) -> bool:
+    """`ids` begins with `prefix` and goes on past it (so a pass over the rest has tokens to run)."""
+    return len(ids) > len(prefix) and tuple(ids[: len(prefix)]) == tuple(prefix)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    """Token rows left-padded to the longest: (input_ids, attention_mask), long tensors (n, width)."""
+    import torch
+
+    width = max(len(x) for x in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, x in enumerate(rows):
+        input_ids[i, width - len(x) :] = torch.tensor(list(x), dtype=torch.long)
+        mask[i, width - len(x) :] = 1
+    return input_ids, mask
+
+
 @dataclass(frozen=True)
 class PromptKV:
     """The K/V of one scored prompt (`ids`), per layer, kept for a generation that continues it."""
@@ -54,8 +72,7 @@ class PromptKV:
         after the prompt; the kept tensors are not changed (the cache appends by copying)."""
         from transformers import DynamicCache
 
-        n = len(self.ids)
-        if len(head) <= n or tuple(head[:n]) != self.ids:
+        if not starts_with(head, self.ids):
             return None
         return DynamicCache(ddp_cache_data=self.layers)
 
@@ -306,8 +323,7 @@ class CategoryScorer:
         For generation after a scored prompt: `model.generate(input_ids=ids, past_key_values=cache)`
         then runs only the tokens after the prefix before decoding.
         """
-        p = len(self._prefix_ids)
-        if p == 0 or len(ids) <= p or tuple(ids[:p]) != self._prefix_ids:
+        if not self._prefix_ids or not starts_with(ids, self._prefix_ids):
             return None
         return self._prefix_cache(1)
 
@@ -330,15 +346,11 @@ class CategoryScorer:
 
         device = _device(self.model)
         p = len(self._prefix_ids)
-        shared = p > 0 and all(len(x) > p and tuple(x[:p]) == self._prefix_ids for x in batch)
+        shared = p > 0 and all(starts_with(x, self._prefix_ids) for x in batch)
         if shared:
             batch = [x[p:] for x in batch]
-        n, lp_max = len(batch), max(len(x) for x in batch)
-        input_ids = torch.full((n, lp_max), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((n, lp_max), dtype=torch.long)
-        for i, x in enumerate(batch):
-            input_ids[i, lp_max - len(x) :] = torch.tensor(x)
-            mask[i, lp_max - len(x) :] = 1
+        n = len(batch)
+        input_ids, mask = left_pad(batch, self._pad_id)
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = None
