@@ -13,7 +13,8 @@
 #
 # The calls must follow each other within the machine's warm window (30 s): /tmp survives
 # between calls only while it stays warm. `all` = `bench` then `train`; each writes into $OUT.
-#   bench: llmint bench on cuda in bfloat16 (sections ordered so the risky compile levers run last;
+#   bench: llmint bench on cuda in bfloat16 (scoring includes the fused pass replayed as CUDA graphs,
+#          the batch-1 p99 goal; throughput times trie and fused; the risky compile levers run last;
 #          the JSON is rewritten after every section, so a time limit keeps what was measured)
 #   train: LoRA on Office with finetune/configs/office.yaml through accelerate launch (bf16), then
 #          llmint evaluate of that adapter against every baseline on the same split, on the GPU:
@@ -42,7 +43,8 @@ else  # all three stages fit one 600 s call: set-up and the model's conversion (
   EVAL_LIMIT="${EVAL_LIMIT:-120}"
   BENCH_ARGS=(--history-tokens 512 --history-tokens 256 --n-shoppers 32 --batch 64 --naive-labels 8
               --batch-sizes 8 --batch-sizes 64 --batch-sizes 256 --batch-sizes 512 --n-throughput 1024
-              --gen-tokens 64 --lora-batch 32 --lora-steps 10 --compile default --compile reduce-overhead)
+              --graph-bucket 64 --gen-tokens 64 --lora-batch 32 --lora-steps 10 --compile default
+              --compile reduce-overhead)
   TRAIN_ARGS=(--max-steps 300 --eval-every 100 --save-every 0)  # 9,600 examples at batch 32
   EVAL_ARGS=(--llm-batch-size 64)
 fi

@@ -3,9 +3,11 @@
 Sections (measured in `llmint.bench_parts` and `llmint.bench_infra`; each times its own baseline in the same run,
 so the ratios survive a noisy, shared machine):
 
-- scoring: category scoring per shopper, p50/p99, KV reuse (trie, flat; batch 1 and batched)
-  vs one forward pass per label (`llmint.bench_scoring.run`), once per history token budget;
-- throughput: shoppers scored per second at several batch sizes vs batch 1, and peak memory;
+- scoring: category scoring per shopper, p50/p99, KV reuse (trie, flat, fused; batch 1 and batched;
+  CUDA graphs on a GPU) vs one forward pass per label (`llmint.bench_scoring.run`), once per history
+  token budget;
+- throughput: shoppers scored per second at several batch sizes (trie and fused, after the cached
+  shared prefix, as the service scores) vs trie at batch 1, and peak memory;
 - levers: torch threads, SDPA vs eager attention, trie vs flat, batching: each predicted, then measured;
 - generation: time to first token and decode tokens/s (greedy) with the KV cache vs without it;
 - predict: `InterestService.predict` end to end (products + audit row), explain off and on,
@@ -72,6 +74,8 @@ class BenchConfig:
     n_lever: int = field(default=3, metadata=_h("shoppers timed per lever setting"))
     gen_tokens: int = field(default=32, metadata=_h("new tokens per generation (fixed length)"))
     n_generate: int = field(default=2, metadata=_h("generations timed with the KV cache"))
+    graph_bucket: int = field(default=64, metadata=_h(
+        "scoring on CUDA: fused pass with CUDA graphs, prompt width rounded up to a multiple of this"))
     gen_batch: int = field(default=8, metadata=_h(
         "explanations decoded together vs one at a time (HFGenerator batch_size; same heads, same texts)"))
     no_cache_tokens: int = field(default=8, metadata=_h("new tokens of the no-cache baseline (1 shopper)"))
@@ -111,7 +115,7 @@ class BenchConfig:
             raise ValueError(f"compile modes {bad} unknown; expected any of {COMPILE_MODES}")
         for name in ("n_shoppers", "batch", "n_naive", "n_throughput", "n_lever", "gen_tokens", "n_generate",
                      "gen_batch", "no_cache_tokens", "n_predict", "index_size", "index_queries", "lora_steps",
-                     "lora_batch"):
+                     "lora_batch", "graph_bucket"):
             _check_int(name, getattr(self, name), 1)
         _check_int("torch_threads", self.torch_threads, 0)
         for name in ("history_tokens", "batch_sizes", "threads"):

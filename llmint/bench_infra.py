@@ -221,8 +221,9 @@ def roofline(ctx: Context) -> dict[str, Any]:
     # batched, the weights are read once per batch: the floor is the FLOPs at the large-product rate
     out["throughput_floor_shoppers_per_s"] = round(rates["peak_matmul_gflops"] * 1e9 / f["total"], 1)
     thr = ctx.results.get("throughput", {})
-    if thr.get("shoppers_per_s"):
-        best = max(thr["shoppers_per_s"].values())
+    by_mode = thr.get("shoppers_per_s_by_mode") or {"trie": thr.get("shoppers_per_s") or {}}
+    best = max((v for per in by_mode.values() for v in per.values()), default=None)
+    if best is not None:
         rows.append(row("roofline", "shoppers/s at the best batch vs the FLOP floor at the peak matmul rate",
                         best, "shoppers/s", "floor (peak rate / FLOPs per shopper)",
                         out["throughput_floor_shoppers_per_s"], better="higher"))
@@ -243,7 +244,7 @@ def roofline(ctx: Context) -> dict[str, Any]:
            if sb else "")
         + f". Batched, at the peak {rates['dtype']} matmul rate ({rates['peak_matmul_gflops']} GFLOP/s on a "
         f"large product) the floor is {out['throughput_floor_shoppers_per_s']} shoppers/s"
-        + (f", measured {max(thr['shoppers_per_s'].values())} at the best batch" if thr.get("shoppers_per_s") else "")
+        + (f", measured {best} at the best batch" if best is not None else "")
         + f". A decode step: {step_flops / 1e9:.2f} GFLOP over {step_bytes / 1e6:.0f} MB = "
         f"{out['decode_step']['intensity']:.1f} FLOP/byte, memory-bound; floor "
         f"{out['decode_step']['floor_ms']['memory']} ms"

@@ -6,7 +6,11 @@ the LLM reads them) against every label of the taxonomy, in the same run:
 - naive: one full forward pass per (shopper, label), no cache (`scoring.naive_scores`);
 - flat: one prompt pass, the cache repeated per label, one label pass;
 - trie: one prompt pass, one pass over the labels' prefix tree (the default);
-- trie, batched: the same with `batch` shoppers per pass (latency per shopper = batch time / batch).
+- trie, batched: the same with `batch` shoppers per pass (latency per shopper = batch time / batch);
+- fused: the prompt and the trie in one pass (batch 1 and batched), after the cached shared prefix;
+- fused + CUDA graphs (on a GPU only): the same pass, the prefix run with each prompt, captured once
+  per prompt bucket and replayed;
+  every bucket is captured before the timed calls (`graph_capture_s` reports what that cost).
 
 Reports p50/p99 latency per shopper, the ratio of each method's p50 to the
 naive p50, and the largest score difference from naive (the methods must agree).
@@ -45,10 +49,11 @@ class BenchScoringConfig:
     serialize: Mapping[str, Any] = field(default_factory=dict)  # SerializeConfig overrides (token_budget)
     n_naive: int | None = None  # shoppers timed naively (None = all n_shoppers)
     naive_labels: int | None = None  # labels timed naively per shopper (None = all; else scaled up)
+    graph_bucket: int = 64  # CUDA graphs: prompt width rounded up to a multiple of this (one graph per bucket)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "serialize", dict(self.serialize))
-        for name in ("n_shoppers", "batch", "n_naive", "naive_labels"):
+        for name in ("n_shoppers", "batch", "n_naive", "naive_labels", "graph_bucket"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name}={v!r}; expected an int >= 1")
@@ -141,6 +146,35 @@ def run(cfg: BenchScoringConfig, progress: Any = None, *, dataset: Any = None, l
         t, out = timed(lambda g, sc=sc: sc.score(g), groups)
         per = [tt / len(g) for tt, g in zip(t, groups, strict=True)]
         res["methods"][name] = {**_pct(per), "max_abs_diff_vs_naive": diff(out)}
+    say("fused + shared prefix: the prompt and the trie in one pass")
+    sc = CategoryScorer(model, tok, labels, mode="fused", batch_size=1, **kw)
+    sc.set_prefix(prefix)
+    t, out = timed(lambda p, sc=sc: sc.score([p]), prompts)
+    res["methods"]["fused_prefix"] = {**_pct(t), "max_abs_diff_vs_naive": diff(out)}
+    name = f"fused_prefix_batch{cfg.batch}"
+    say(f"{name}: fused, batches of {cfg.batch}, shared prefix")
+    sc = CategoryScorer(model, tok, labels, mode="fused", batch_size=cfg.batch, **kw)
+    sc.set_prefix(prefix)
+    t, out = timed(lambda g, sc=sc: sc.score(g), groups)
+    res["methods"][name] = {**_pct([tt / len(g) for tt, g in zip(t, groups, strict=True)]),
+                            "max_abs_diff_vs_naive": diff(out)}
+    if cfg.device.startswith("cuda"):
+        say(f"fused + CUDA graphs (prompt bucket {cfg.graph_bucket} tokens; the prefix runs with each prompt)")
+        try:  # never run before on this GPU stack: a failed capture is recorded, the other methods kept
+            sc = CategoryScorer(model, tok, labels, mode="fused", batch_size=1, bucket=cfg.graph_bucket,
+                                cuda_graphs=True, **kw)
+            sc.set_prefix(prefix)
+            sync()
+            t0 = time.perf_counter()
+            for p in prompts:  # capture every bucket first: a service captures each once, then replays
+                sc.score([p])
+            sync()
+            res["graph_capture_s"] = round(time.perf_counter() - t0, 2)
+            res["graphs"] = sc.n_graphs
+            t, out = timed(lambda p, sc=sc: sc.score([p]), prompts, warmup=0)
+            res["methods"]["fused_graphs"] = {**_pct(t), "max_abs_diff_vs_naive": diff(out)}
+        except Exception as e:  # noqa: BLE001 - reported in the result, not raised
+            res["graphs_error"] = f"{type(e).__name__}: {e}"[:500]
     base = res["methods"]["naive"]["p50_ms"]
     for m in res["methods"].values():
         m["speedup_p50_vs_naive"] = round(base / m["p50_ms"], 1) if m["p50_ms"] else None

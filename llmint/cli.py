@@ -228,6 +228,8 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
                    "default: none, compiling takes about a minute on CPU).")
 @click.option("--dtype-lever/--no-dtype-lever", default=True, show_default=True,
               help="Time bfloat16 vs float32 scoring (a converted copy of the model) in the levers section.")
+@click.option("--graph-bucket", type=int, default=64, show_default=True,
+              help="On CUDA: the fused scorer with CUDA graphs pads prompts to a multiple of this (one graph each).")
 @click.option("--gen-tokens", type=int, default=32, show_default=True, help="New tokens per explanation.")
 @click.option("--gen-batch", type=int, default=8, show_default=True,
               help="Explanations decoded together, timed against the same ones one at a time.")
@@ -243,7 +245,8 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
 def bench(dataset: str, level: int | None, llm_model: str | None, device: str, dtype: str,
           history_tokens: tuple[int, ...], n_shoppers: int, batch: int, naive_labels: int,
           batch_sizes: tuple[int, ...], n_throughput: int, threads: tuple[int, ...], torch_threads: int,
-          compile_modes: tuple[str, ...], dtype_lever: bool, gen_tokens: int, gen_batch: int, index_size: int,
+          compile_modes: tuple[str, ...], dtype_lever: bool, graph_bucket: int, gen_tokens: int, gen_batch: int,
+          index_size: int,
           lora_dataset: str, lora_steps: int,
           lora_batch: int, sections: tuple[str, ...], out: Path) -> None:
     """Speed of every part (scoring, throughput, generation, predict, index, LoRA), each vs a same-run baseline."""
@@ -256,7 +259,7 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
                           history_tokens=history_tokens, n_shoppers=n_shoppers, batch=batch,
                           naive_labels=naive_labels or None, batch_sizes=batch_sizes, n_throughput=n_throughput,
                           threads=threads, torch_threads=torch_threads, compile=compile_modes, dtype_lever=dtype_lever,
-                          gen_tokens=gen_tokens, gen_batch=gen_batch,
+                          graph_bucket=graph_bucket, gen_tokens=gen_tokens, gen_batch=gen_batch,
                           index_size=index_size, lora_dataset=lora_dataset, lora_steps=lora_steps,
                           lora_batch=lora_batch, sections=sections or SECTIONS)
     except ValueError as err:

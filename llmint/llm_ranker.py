@@ -42,6 +42,8 @@ class LLMRankerConfig:
     serialize: Mapping[str, Any] = field(default_factory=dict)  # SerializeConfig overrides
     batch_size: int = 4  # prompts per forward pass
     mode: str = "trie"  # CategoryScorer mode
+    cuda_graphs: bool = False  # "fused" mode on CUDA: each input shape's pass captured once, then replayed
+    bucket: int | None = None  # "fused" mode: prompt width rounded up to a multiple (None: 64 with graphs, else 1)
     max_valid: int = 200  # validation cases used to fit the temperature (seeded sample)
     device: str = "cpu"
     dtype: str = "float32"
@@ -175,7 +177,8 @@ class LLMCategoryRanker:
         self._scfg = SerializeConfig(**serialize)
         self._scorer = CategoryScorer(
             model, tok, self.taxonomy.labels, label_prefix="", terminator="\n",
-            mode=self.cfg.mode, batch_size=self.cfg.batch_size,
+            mode=self.cfg.mode, batch_size=self.cfg.batch_size, cuda_graphs=self.cfg.cuda_graphs,
+            bucket=self.cfg.bucket or (64 if self.cfg.cuda_graphs else 1),
         )
         self._scorer.set_prefix(shared_prefix_ids(tok, self._prompt) or None)
 
@@ -206,6 +209,12 @@ class LLMCategoryRanker:
         """The scoring model (with its adapter, if any)."""
         self._ensure()
         return self._model
+
+    @property
+    def scorer(self) -> Any:
+        """The `CategoryScorer` (its mode, batch size, bucket and shared prefix)."""
+        self._ensure()
+        return self._scorer
 
     def prefix_cache_for(self, ids: Sequence[int]) -> Any:
         """A fresh K/V cache of the shared prompt prefix when `ids` start with it (else None), for `generate`."""

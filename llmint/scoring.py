@@ -17,6 +17,12 @@ for the labels in one of two exact modes:
   once and the cache is not copied per label.
 - "flat": the cache is repeated once per label (`DynamicCache.batch_repeat_interleave`)
   and the right-padded labels run as a batch (the FINDINGS.md recipe).
+- "fused": the trie's nodes ride in the prompt's own pass: one forward over
+  [left-padded prompt][trie nodes] with one 4-D mask (prompt tokens causal, trie
+  nodes on the prompt and their ancestors). Half the passes of "trie", and fixed
+  shapes when the prompt width is rounded up to `bucket`, so the whole pass can
+  be captured as a CUDA graph (`cuda_graphs=True`, `llmint.cuda_graphs`): at batch 1
+  on a GPU the launches, not the arithmetic, set the latency.
 
 `score_one(prompt)` scores a single prompt and also keeps its K/V (`PromptKV`), so a
 generation that continues the prompt (the explanation) runs only its new tokens.
@@ -36,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-MODES = ("trie", "flat")
+MODES = ("trie", "flat", "fused")
+LOGSOFTMAX_ROWS = 32  # shoppers per float32 log-softmax of the label logits (bounds a large batch's memory)
 Prompt = str | Sequence[int]
 
 
@@ -45,11 +52,16 @@ def starts_with(ids: Sequence[int], prefix: Sequence[int]) -> bool:
     return len(ids) > len(prefix) and tuple(ids[: len(prefix)]) == tuple(prefix)
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
-    """Token rows left-padded to the longest: (input_ids, attention_mask), long tensors (n, width)."""
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[Any, Any]:
+    """Token rows left-padded to `width` (default: the longest): (input_ids, attention_mask), long
+    tensors (n, width)."""
     import torch
 
-    width = max(len(x) for x in rows)
+    longest = max(len(x) for x in rows)
+    if width is None:
+        width = longest
+    elif width < longest:
+        raise ValueError(f"width={width} is shorter than the longest row ({longest} tokens)")
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, x in enumerate(rows):
@@ -187,6 +199,14 @@ class CategoryScorer:
             repeated cache holds batch_size x label_chunk copies of the prompt's K/V).
         add_special_tokens: passed to the tokenizer for str prompts (False: a
             prompt rendered by a chat template already holds its special tokens).
+        bucket: "fused" mode only: the padded prompt width is rounded up to a multiple of
+            this, so prompts of similar lengths share one input shape (one CUDA graph).
+        cuda_graphs: "fused" mode only, model on a CUDA device: each input shape's pass
+            (forward, log-softmax, label sums) is captured once and replayed
+            (`llmint.cuda_graphs.ShapeGraphs`), the shared prefix run with each prompt
+            rather than read from its cache; a short batch is padded with copies of its
+            first row up to a power of two (at most `batch_size`), so batches of 1, 2, 4,
+            ... rows each capture one graph per prompt bucket.
 
     Prompts may be str or lists of token ids. Within a batch they are sorted by
     length and left-padded; positions are counted from each prompt's first real token.
@@ -209,6 +229,8 @@ class CategoryScorer:
         batch_size: int = 4,
         label_chunk: int | None = None,
         add_special_tokens: bool = False,
+        bucket: int = 1,
+        cuda_graphs: bool = False,
     ) -> None:
         if isinstance(labels, str):
             raise TypeError("labels must be a sequence of str, not a single str")
@@ -218,6 +240,12 @@ class CategoryScorer:
             raise ValueError(f"batch_size={batch_size!r}; expected an int >= 1")
         if label_chunk is not None and (not isinstance(label_chunk, int) or label_chunk < 1):
             raise ValueError(f"label_chunk={label_chunk!r}; expected None or an int >= 1")
+        if isinstance(bucket, bool) or not isinstance(bucket, int) or bucket < 1:
+            raise ValueError(f"bucket={bucket!r}; expected an int >= 1")
+        if cuda_graphs and mode != "fused":
+            raise ValueError(f"cuda_graphs needs mode='fused' (fixed shapes), not {mode!r}")
+        if cuda_graphs and _device(model).type != "cuda":
+            raise ValueError(f"cuda_graphs needs the model on a CUDA device, not {_device(model)}")
         self.model = model
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
@@ -231,15 +259,24 @@ class CategoryScorer:
         self._trie = _build_trie(self.label_ids)
         pad = tokenizer.pad_token_id
         self._pad_id = int(pad if pad is not None else self.label_ids[0][-1])
+        self.bucket = bucket
+        self.cuda_graphs = cuda_graphs
         self._prefix_ids: tuple[int, ...] = ()
         self._prefix_kv: list[tuple[Any, Any]] | None = None
+        self._trie_on: dict[str, dict[str, Any]] = {}  # the trie's tensors per device
+        self._graphs: Any = None
 
     @property
     def n_label_tokens(self) -> int:
         """Tokens fed in the label pass per prompt: trie nodes ("trie") or padded labels ("flat")."""
-        if self.mode == "trie":
+        if self.mode in ("trie", "fused"):
             return len(self._trie.tokens)
         return len(self.labels) * (max(len(x) for x in self.label_ids) - 1)
+
+    @property
+    def n_graphs(self) -> int:
+        """CUDA graphs captured so far (one per batch rows x prompt bucket; 0 without `cuda_graphs`)."""
+        return self._graphs.n_graphs if self._graphs is not None else 0
 
     def prompt_ids(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         """Token ids of each prompt (str prompts are tokenised, id lists kept)."""
@@ -296,6 +333,7 @@ class CategoryScorer:
         first use with this scorer's model, so set it again after changing the
         model's weights. `None` drops the cache.
         """
+        self._graphs = None  # captured graphs read the old prefix's tensors
         if prefix is None:
             self._prefix_ids, self._prefix_kv = (), None
             return
@@ -344,6 +382,8 @@ class CategoryScorer:
         """Scores of the batch; with `keep_kv` (one prompt only) also its K/V layers before the label pass."""
         import torch
 
+        if self.mode == "fused":
+            return self._fused_batch(batch, keep_kv)
         device = _device(self.model)
         p = len(self._prefix_ids)
         shared = p > 0 and all(starts_with(x, self._prefix_ids) for x in batch)
@@ -378,19 +418,60 @@ class CategoryScorer:
             scores = self._flat_pass(out.past_key_values, mask, lengths, root).cpu().numpy()
         return (scores, kept) if keep_kv else scores
 
+    def _trie_tensors(self, device: Any) -> dict[str, Any]:
+        """The trie's arrays as tensors on `device`, made once (a captured graph must not copy
+        from the host)."""
+        import torch
+
+        key = str(device)
+        if key not in self._trie_on:
+            tr = self._trie
+            self._trie_on[key] = {
+                name: torch.from_numpy(getattr(tr, name)).to(device)
+                for name in ("tokens", "depth", "ancestors", "src", "tok", "valid")
+            }
+        return self._trie_on[key]
+
+    def _label_sums(self, root: Any, nodes: Any) -> Any:
+        """(n, L) label log-probs from the root's (n, V) and the trie nodes' (n, T, V) log-softmax."""
+        import torch
+
+        tr = self._trie_tensors(root.device)
+        src, tok = tr["src"], tr["tok"]
+        node = (src - 1).clamp(min=0)  # src 0 is the root, read from `root`
+        picked = torch.where(src == 0, root[:, tok], nodes[:, node, tok])  # (n, L, K)
+        return (picked * tr["valid"]).sum(-1)
+
+    def _logit_sums(self, logits: Any, root: Any = None) -> Any:
+        """(n, L) label log-probs from the trie nodes' logits (n, T, V) and the root's log-softmax (n, V),
+        or, with `root` None, from logits (n, 1 + T, V) whose first row is the root's.
+
+        The log-softmax runs `LOGSOFTMAX_ROWS` shoppers at a time: its float32 copy of a large batch's
+        logits would not fit (512 shoppers x 217 nodes x 49,152 tokens x 4 bytes = 22 GB). Rows are
+        independent, so the chunks change nothing. (logit - logsumexp would skip the copy, but rounds
+        the ~20-sized normaliser to float32 and moves scores by ~1e-6, beyond what a replay accepts.)"""
+        import torch
+
+        out = []
+        for i in range(0, logits.shape[0], LOGSOFTMAX_ROWS):
+            lp = torch.log_softmax(logits[i : i + LOGSOFTMAX_ROWS].float(), dim=-1)
+            if root is None:
+                out.append(self._label_sums(lp[:, 0], lp[:, 1:]))
+            else:
+                out.append(self._label_sums(root[i : i + LOGSOFTMAX_ROWS], lp))
+            del lp
+        return torch.cat(out) if len(out) > 1 else out[0]
+
     def _trie_pass(self, cache: Any, mask: Any, lengths: Any, root: Any) -> Any:
         import torch
 
-        tr, device = self._trie, mask.device
-        n, t = mask.shape[0], len(tr.tokens)
+        tr, device = self._trie_tensors(mask.device), mask.device
+        n, t = mask.shape[0], len(self._trie.tokens)
         dtype = _float_dtype(self.model)
-        tokens = torch.from_numpy(tr.tokens).to(device).expand(n, t)
-        positions = lengths[:, None] + torch.from_numpy(tr.depth).to(device)[None, :]
+        tokens = tr["tokens"].expand(n, t)
+        positions = lengths[:, None] + tr["depth"][None, :]
         allowed = torch.cat(
-            [
-                mask.bool()[:, None, :].expand(n, t, mask.shape[1]),
-                torch.from_numpy(tr.ancestors).to(device)[None].expand(n, t, t),
-            ],
+            [mask.bool()[:, None, :].expand(n, t, mask.shape[1]), tr["ancestors"][None].expand(n, t, t)],
             dim=-1,
         )[:, None]  # (n, 1, T, Lp + T)
         attn = torch.zeros(allowed.shape, dtype=dtype, device=device)
@@ -401,18 +482,87 @@ class CategoryScorer:
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
-        ).logits.float()  # (n, T, V)
-        # one (n, T, V) log-softmax, read in place of a concatenation with the root row (which
-        # copied it again); logit - logsumexp would skip this copy too, but rounds the ~20-sized
-        # normaliser to float32 and moves scores by ~1e-6, beyond what an audit replay accepts
-        lp = torch.log_softmax(logits, dim=-1)
-        del logits
-        src = torch.from_numpy(tr.src).to(device)
-        tok = torch.from_numpy(tr.tok).to(device)
-        valid = torch.from_numpy(tr.valid).to(device)
-        node = (src - 1).clamp(min=0)  # src 0 is the root, read from `root` below
-        picked = torch.where(src == 0, root[:, tok], lp[:, node, tok])  # (n, L, K)
-        return (picked * valid).sum(-1)
+        ).logits  # (n, T, V)
+        return self._logit_sums(logits, root)
+
+    # --- "fused": the prompt and the trie in one pass ---------------------------------------
+
+    def _fused_batch(self, batch: list[list[int]], keep_kv: bool) -> Any:
+        device = _device(self.model)
+        graphs = self.cuda_graphs and not keep_kv
+        # a captured graph runs the shared prefix as part of each prompt: ~15% more arithmetic, nothing
+        # at batch 1 on a GPU, where launches dominate, and no cache object inside the graph
+        p = 0 if graphs else len(self._prefix_ids)
+        shared = p > 0 and all(starts_with(x, self._prefix_ids) for x in batch)
+        rows = [x[p:] for x in batch] if shared else list(batch)
+        n = len(rows)
+        if graphs:  # n rounded up to a power of two (at most batch_size): few shapes, few graphs
+            rows += [rows[0]] * (min(1 << (n - 1).bit_length(), self.batch_size) - n)
+        width = max(len(x) for x in rows)
+        if not keep_kv:  # the kept K/V must be the prompt's alone: no bucket padding then
+            width = -(-width // self.bucket) * self.bucket
+        input_ids, mask = left_pad(rows, self._pad_id, width)
+        ids, attn, positions = self._fused_inputs(input_ids.to(device), mask.to(device), p if shared else 0)
+        if keep_kv:
+            if n != 1:
+                raise ValueError(f"keep_kv needs a batch of one prompt, not {n}")
+            out = self._fused_forward(ids, attn, positions, keep=True)
+            scores = self._logit_sums(out.logits)
+            k = p * shared + width  # the prompt's K/V, less the trie nodes' after it
+            kept = tuple((layer.keys[:, :, :k], layer.values[:, :, :k]) for layer in out.past_key_values.layers)
+            return scores.cpu().numpy(), kept
+        if graphs:
+            if self._graphs is None:
+                from .cuda_graphs import ShapeGraphs
+
+                self._graphs = ShapeGraphs(self._fused_scores)
+            return self._graphs(ids, attn, positions)[:n].cpu().numpy()
+        return self._fused_scores(ids, attn, positions).cpu().numpy()
+
+    def _fused_inputs(self, input_ids: Any, mask: Any, p: int) -> tuple[Any, Any, Any]:
+        """Input ids (n, W + T), 4-D additive mask (n, 1, W + T, p + W + T) and positions of the
+        left-padded prompts (n, W) followed by the trie's nodes, after a cached prefix of `p` tokens."""
+        import torch
+
+        tr, device = self._trie_tensors(mask.device), mask.device
+        (n, w), t = mask.shape, len(self._trie.tokens)
+        real = mask.bool()
+        lengths = mask.sum(-1)
+        ids = torch.cat([input_ids, tr["tokens"].expand(n, t)], dim=1)
+        positions = torch.cat([(mask.cumsum(-1) - 1).clamp(min=0), lengths[:, None] + tr["depth"]], dim=1) + p
+        causal = torch.ones((w, w), dtype=torch.bool, device=device).tril()
+        own = (causal[None] & real[:, None, :]) | torch.eye(w, dtype=torch.bool, device=device)[None]
+        allowed = torch.cat(
+            [
+                torch.cat([own, torch.zeros((n, w, t), dtype=torch.bool, device=device)], dim=-1),
+                torch.cat([real[:, None, :].expand(n, t, w), tr["ancestors"][None].expand(n, t, t)], dim=-1),
+            ],
+            dim=1,
+        )  # (n, W + T, W + T): a padding query sees itself, so no row is empty
+        if p:
+            allowed = torch.cat([torch.ones((n, w + t, p), dtype=torch.bool, device=device), allowed], dim=-1)
+        dtype = _float_dtype(self.model)
+        attn = torch.zeros(allowed.shape, dtype=dtype, device=device)
+        attn.masked_fill_(~allowed, torch.finfo(dtype).min)
+        return ids, attn[:, None], positions
+
+    def _fused_forward(self, ids: Any, attn: Any, positions: Any, keep: bool = False) -> Any:
+        """The model's pass over prompts and trie nodes (after the cached prefix when the mask has
+        more keys than queries); logits of the last prompt token and every node; with `keep`, the K/V."""
+        n = ids.shape[0]
+        cache = self._prefix_cache(n) if attn.shape[-1] > ids.shape[1] else None
+        return self.model(
+            input_ids=ids,
+            attention_mask=attn,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=keep or cache is not None,
+            logits_to_keep=len(self._trie.tokens) + 1,
+        )
+
+    def _fused_scores(self, ids: Any, attn: Any, positions: Any) -> Any:
+        """(n, L) label log-probs: tensors in, tensors out, no host sync (what a CUDA graph captures)."""
+        return self._logit_sums(self._fused_forward(ids, attn, positions).logits)
 
     def _flat_pass(self, cache: Any, mask: Any, lengths: Any, root: Any) -> Any:
         import torch

@@ -174,7 +174,8 @@ class InterestService:
         adapter = resolve_adapter(cfg.adapter, cfg.model, dataset.name)
         self.ranker = LLMCategoryRanker("service", dataset, level, LLMRankerConfig(
             model=cfg.model, adapter=adapter, prompt=cfg.prompt, serialize=cfg.serialize,
-            batch_size=cfg.batch_size, mode=cfg.scorer_mode, max_valid=cfg.calibrate_valid,
+            batch_size=cfg.batch_size, mode=cfg.scorer_mode, cuda_graphs=cfg.cuda_graphs,
+            bucket=cfg.scorer_bucket, max_valid=cfg.calibrate_valid,
             device=cfg.device, dtype=cfg.dtype, seed=cfg.seed), loaded=loaded)
         self.taxonomy = self.ranker.taxonomy
         if len(self.taxonomy) == 0:
@@ -715,6 +716,8 @@ class InterestService:
             ("history_format", dec.get("history_format"), HISTORY_FORMAT),
             ("labels_sha256", dec.get("labels_sha256"), self.labels_sha256),
             ("dtype", dec.get("dtype", self.dtype), self.dtype),  # rows before the dtype was stored: not known
+            # trie and fused compute the same sums in another order: log-probs 4e-5 apart measured
+            ("scorer_mode", dec.get("scorer_mode", self.config.scorer_mode), self.config.scorer_mode),
         ):
             if old != new:
                 versions.append(f"{name}: stored {old!r}, now {new!r}")

@@ -20,7 +20,7 @@ from .coldstart import COLD_MAX, COLD_STRENGTH
 from .errors import DataError, HistoryError, UnknownIdError
 from .schema import Event, Item
 
-SCORER_MODES = ("trie", "flat")
+SCORER_MODES = ("trie", "flat", "fused")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 SOURCES = ("model", "evidence", "prior")
@@ -50,7 +50,14 @@ class ServiceConfig:
     dtype: str = field(default="float32", metadata=_h(
         "model dtype: 'float32' (replays exact to 1e-5), 'bfloat16', 'float16', or 'auto' (bfloat16 where the "
         "device computes it natively, llmint.models.native_bf16; else float32)"))
-    scorer_mode: str = field(default="trie", metadata=_h("CategoryScorer mode: 'trie' or 'flat'"))
+    scorer_mode: str = field(default="trie", metadata=_h(
+        "CategoryScorer mode: 'trie' (two passes: the prompt, then the labels' prefix tree), 'flat', or "
+        "'fused' (prompt and tree in one pass: for a GPU, with cuda_graphs)"))
+    cuda_graphs: bool = field(default=False, metadata=_h(
+        "'fused' mode on a CUDA device: each prompt bucket's scoring pass is captured as a CUDA graph once "
+        "and replayed (batch-1 latency on a GPU is kernel launches, not arithmetic)"))
+    scorer_bucket: int | None = field(default=None, metadata=_h(
+        "'fused' mode: padded prompt width rounded up to a multiple of this (None: 64 with cuda_graphs, else 1)"))
     batch_size: int = field(default=8, metadata=_h("prompts per forward pass"))
     temperature: float | None = field(default=None, metadata=_h(
         "softmax temperature over label log-probs (None: the adapter's calibration.json, else 1.0)"))
@@ -94,6 +101,11 @@ class ServiceConfig:
         for name, allowed in (("device", DEVICES), ("dtype", DTYPES), ("scorer_mode", SCORER_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {allowed}")
+        if self.cuda_graphs and self.scorer_mode != "fused":
+            raise ValueError(f"cuda_graphs needs scorer_mode='fused' (fixed shapes), not {self.scorer_mode!r}")
+        if self.scorer_bucket is not None and (isinstance(self.scorer_bucket, bool)
+                                               or not isinstance(self.scorer_bucket, int) or self.scorer_bucket < 1):
+            raise ValueError(f"scorer_bucket={self.scorer_bucket!r}; expected None or an int >= 1")
         if self.level is not None and (isinstance(self.level, bool) or not isinstance(self.level, int)
                                        or self.level < 1):
             raise ValueError(f"level={self.level!r}; expected None or an int >= 1")

@@ -135,8 +135,12 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     sc = res["sections"]["scoring"]
     assert sc["max_abs_diff_vs_naive"] < 1e-3  # KV reuse (trie, flat, batched) = one forward per label
     m = sc["budgets"]["16"]["methods"]
-    assert set(m) == {"naive", "flat", "trie", "trie_prefix", "trie_batch2", "trie_prefix_batch2"}
+    assert set(m) == {"naive", "flat", "trie", "trie_prefix", "trie_batch2", "trie_prefix_batch2", "fused_prefix",
+                      "fused_prefix_batch2"}  # no CUDA here: no graphs row
     assert all(v["max_abs_diff_vs_naive"] < 1e-3 for k, v in m.items() if k != "naive")
+    thr = res["sections"]["throughput"]
+    assert set(thr["shoppers_per_s_by_mode"]) == {"trie", "fused"} and thr["shoppers_per_s"]["2"] > 0
+    assert thr["best_mode"] in ("trie", "fused") and thr["shared_prefix_tokens"] > 100
     assert res["sections"]["generation"]["no_cache"]["same_tokens_as_cached"] is True
     assert res["sections"]["generation"]["prefix_ttft"]["same_first_tokens"] is True
     assert res["sections"]["generation"]["prefix_ttft"]["prefix_tokens"] > 100
@@ -190,3 +194,38 @@ def test_a_failing_section_is_recorded_and_the_others_run_and_each_is_written(sm
     assert res["sections"]["lora"]["wall_s"] >= 0 and "summary" in res["sections"]["roofline"]
     md = (tmp_path / "bench.md").read_text()
     assert "Failed sections (the others ran):" in md and "- lora: " in md and "Roofline:" in md
+
+
+def test_throughput_records_a_batch_that_does_not_fit_and_keeps_the_others(monkeypatch):
+    """On a GPU the largest batch may run out of memory: that size is recorded, the rest measured."""
+    from types import SimpleNamespace
+
+    import llmint.llm_ranker
+    from llmint import bench_parts
+
+    class Scorer:
+        def __init__(self, mode, bs):
+            self.mode, self.bs = mode, bs
+
+        def set_prefix(self, prefix):
+            pass
+
+        def score(self, prompts):
+            if self.mode == "fused" and self.bs == 4:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 22.00 GiB")
+            return [[0.0]] * len(prompts)
+
+    freed = []
+    ctx = SimpleNamespace(
+        cfg=BenchConfig(batch_sizes=(1, 4), n_throughput=4, warmup=1), budget=16, tok=None,
+        prompts=lambda n: [[1, 2, 3]] * n, ranker=lambda budget: SimpleNamespace(prompt_template=None),
+        scorer=Scorer, sync=lambda: None, free=lambda: freed.append(1), say=lambda msg: None)
+    monkeypatch.setattr(llmint.llm_ranker, "shared_prefix_ids", lambda tok, template: [7] * 120)
+    res = bench_parts.throughput(ctx)
+    assert set(res["shoppers_per_s_by_mode"]["trie"]) == {"1", "4"}
+    assert set(res["shoppers_per_s_by_mode"]["fused"]) == {"1"}
+    assert "out of memory" in res["errors"]["fused_4"] and freed == [1]
+    assert res["best_mode"] in ("trie", "fused") and res["shared_prefix_tokens"] == 120
+    assert res["rows"][0]["measure"].startswith("shoppers/s, trie + shared prefix, best batch (")
+    assert res["rows"][1]["measure"] == "shoppers/s, fused + shared prefix, best batch (1)"
+    assert res["rows"][1]["baseline"] == "trie + shared prefix, batch 1"

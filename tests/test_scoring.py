@@ -1,4 +1,4 @@
-"""Category scoring: KV-cache reuse (trie and flat) equals one forward per label; calibration.
+"""Category scoring: KV-cache reuse (trie, flat, fused) equals one forward per label; calibration.
 
 Fast tier: a tiny random Llama and a WordLevel tokenizer built in-process.
 Real tier: the bundled SmolLM2-135M through the GGUF -> safetensors cache.
@@ -94,7 +94,7 @@ def test_label_ids_end_with_eos_and_keep_prefix(tiny_tok):
     assert ids[1] == [WORDS.index(w) for w in ("Office", ">", "Paper")] + [eos]
 
 
-@pytest.mark.parametrize("mode", ["trie", "flat"])
+@pytest.mark.parametrize("mode", ["trie", "flat", "fused"])
 @pytest.mark.parametrize("batch_size", [1, 2, 5])
 def test_kv_reuse_equals_naive(tiny_lm, tiny_tok, reference, mode, batch_size):
     s = CategoryScorer(tiny_lm, tiny_tok, LABELS, mode=mode, batch_size=batch_size, label_chunk=3)
@@ -114,7 +114,7 @@ PREFIXED = [
 ]
 
 
-@pytest.mark.parametrize("mode", ["trie", "flat"])
+@pytest.mark.parametrize("mode", ["trie", "flat", "fused"])
 @pytest.mark.parametrize("batch_size", [1, 3, 5])
 def test_shared_prefix_cache_equals_naive(tiny_lm, tiny_tok, mode, batch_size):
     ref = naive_scores(tiny_lm, tiny_tok, PREFIXED, LABELS)
@@ -148,14 +148,15 @@ def test_shared_prefix_cache_is_computed_once_and_reset(tiny_lm, tiny_tok):
     assert s._prefix_kv is None
 
 
-@pytest.mark.parametrize("mode", ["trie", "flat"])
+@pytest.mark.parametrize("mode", ["trie", "flat", "fused"])
 @pytest.mark.parametrize("prefix", [None, "1. the user"])
 def test_score_one_keeps_the_prompts_kv_for_generation(tiny_lm, tiny_tok, mode, prefix):
-    s = CategoryScorer(tiny_lm, tiny_tok, LABELS, mode=mode, label_chunk=3)
+    s = CategoryScorer(tiny_lm, tiny_tok, LABELS, mode=mode, label_chunk=3, bucket=8)
     s.set_prefix(prefix)
     prompt = PREFIXED[1]
     row, kv = s.score_one(prompt)
-    assert np.array_equal(row, s.score([prompt])[0])  # the same pass as score()
+    # the same pass as score() (fused: up to the bucket's padding, which score_one leaves out)
+    assert np.abs(row - s.score([prompt])[0]).max() < (1e-5 if mode == "fused" else 0) + 1e-12
     (ids,) = s.prompt_ids([prompt])
     assert kv.ids == tuple(ids)
     # the kept K/V is the prompt's alone: the label pass did not leave its tokens in it
@@ -237,12 +238,89 @@ def test_scoring_works_through_a_peft_adapter(tiny_lm, tiny_tok):
         (dict(labels=[]), "empty"),
         (dict(mode="tree"), "mode="),
         (dict(batch_size=0), "batch_size="),
+        (dict(mode="fused", bucket=0), "bucket="),
+        (dict(mode="trie", cuda_graphs=True), "needs mode='fused'"),
+        (dict(mode="fused", cuda_graphs=True), "CUDA device"),
     ],
 )
 def test_bad_arguments(tiny_lm, tiny_tok, kwargs, match):
     args = dict(labels=LABELS) | kwargs
     with pytest.raises((ValueError, TypeError), match=match):
         CategoryScorer(tiny_lm, tiny_tok, **args)
+
+
+@pytest.mark.parametrize("prefix", [None, "1. the user"])
+@pytest.mark.parametrize("bucket", [1, 8, 64])
+def test_fused_buckets_pad_prompts_without_changing_scores(tiny_lm, tiny_tok, prefix, bucket):
+    ref = naive_scores(tiny_lm, tiny_tok, PREFIXED, LABELS)
+    s = CategoryScorer(tiny_lm, tiny_tok, LABELS, mode="fused", batch_size=3, bucket=bucket)
+    s.set_prefix(prefix)
+    widths = []
+    hook = tiny_lm.register_forward_hook(
+        lambda m, a, k, o: widths.append(k["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        got = s.score(PREFIXED)
+    finally:
+        hook.remove()
+    assert np.abs(got - ref).max() < 1e-4
+    # one pass per batch (the prefix's own pass aside): the padded prompt width then the trie's nodes
+    trie = s.n_label_tokens
+    passes = [w for w in widths if w > trie]
+    assert len(passes) == 2  # batches of 3 and 2
+    assert all((w - trie) % bucket == 0 for w in passes)
+
+
+@pytest.mark.parametrize("mode", ["trie", "fused"])
+def test_the_log_softmax_in_row_chunks_changes_nothing(tiny_lm, tiny_tok, monkeypatch, mode):
+    import llmint.scoring as scoring
+
+    s = CategoryScorer(tiny_lm, tiny_tok, LABELS, mode=mode, batch_size=5)
+    whole = s.score(PROMPTS)
+    monkeypatch.setattr(scoring, "LOGSOFTMAX_ROWS", 2)  # batches of 5 rows: chunks of 2, 2, 1
+    assert np.array_equal(s.score(PROMPTS), whole)
+
+
+def test_fused_pass_has_no_host_sync_so_a_cuda_graph_can_capture_it(tiny_lm, tiny_tok):
+    """Dynamo traces the whole fused pass as one graph, with and without the cached prefix: no
+    `.item()`, no data-dependent shape, no host copy (each would break the graph). The capture
+    itself needs a GPU (`ShapeGraphs`); this is what can be checked without one."""
+    from llmint.scoring import left_pad
+
+    for prefix in (None, "1. the user"):
+        s = CategoryScorer(tiny_lm, tiny_tok, LABELS, mode="fused", bucket=8)
+        s.set_prefix(prefix)
+        p = s.prefix_len
+        rows = [x[p:] for x in s.prompt_ids(PREFIXED[:3])]
+        ids, mask = left_pad(rows, tiny_tok.pad_token_id, 24)
+        inputs = s._fused_inputs(ids, mask, p)
+        with torch.no_grad():
+            eager = s._fused_scores(*inputs)  # (and the prefix's K/V, computed outside any capture)
+            explained = torch._dynamo.explain(s._fused_scores)(*inputs)
+            compiled = torch.compile(s._fused_scores, backend="eager", fullgraph=True)(*inputs)
+        torch._dynamo.reset()
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+        assert torch.allclose(compiled, eager, atol=1e-6)
+
+
+def test_shape_graphs_refuses_cpu_tensors(tiny_lm_once, tiny_tok):
+    from llmint.cuda_graphs import ShapeGraphs
+
+    g = ShapeGraphs(lambda x: x * 2)
+    with pytest.raises(ValueError, match="CUDA tensor"):
+        g(torch.ones(2))
+    assert g.n_graphs == 0
+    assert CategoryScorer(tiny_lm_once, tiny_tok, LABELS, mode="fused").n_graphs == 0
+
+
+def test_left_pad_to_a_width():
+    from llmint.scoring import left_pad
+
+    ids, mask = left_pad([[5, 6], [7]], 0, width=4)
+    assert ids.tolist() == [[0, 0, 5, 6], [0, 0, 0, 7]]
+    assert mask.tolist() == [[0, 0, 1, 1], [0, 0, 0, 1]]
+    with pytest.raises(ValueError, match="shorter than the longest"):
+        left_pad([[5, 6, 7]], 0, width=2)
 
 
 def test_bad_prompts(tiny_lm, tiny_tok):
@@ -330,7 +408,7 @@ def test_real_smollm2_kv_reuse_equals_naive(smollm2):
     prefixes = ["", " "]
     for prompt, prefix in zip(prompts, prefixes, strict=True):
         ref = naive_scores(lm.model, lm.tokenizer, [prompt], OFFICE, label_prefix=prefix)
-        for mode in ("trie", "flat"):
+        for mode in ("trie", "flat", "fused"):
             s = CategoryScorer(lm.model, lm.tokenizer, OFFICE, label_prefix=prefix, mode=mode)
             got = s.score([prompt])
             assert got.shape == (1, len(OFFICE))
@@ -352,3 +430,5 @@ def test_real_smollm2_batched_prompts_of_different_lengths(smollm2):
     one = CategoryScorer(lm.model, lm.tokenizer, OFFICE[:8], batch_size=1).score(prompts)
     many = CategoryScorer(lm.model, lm.tokenizer, OFFICE[:8], batch_size=3).score(prompts)
     assert np.abs(one - many).max() < 1e-3
+    fused = CategoryScorer(lm.model, lm.tokenizer, OFFICE[:8], batch_size=3, mode="fused", bucket=32)
+    assert np.abs(fused.score(prompts) - one).max() < 1e-3

@@ -267,6 +267,33 @@ def test_a_bfloat16_service_replays_batched_predictions_within_its_tolerance(smo
     assert replay_atol("bfloat16") > replay_atol("float32")
 
 
+def test_a_fused_scorer_service_predicts_the_same_and_replays_its_rows(svc, smollm2, tmp_path, monkeypatch) -> None:
+    """scorer_mode='fused' (prompt and label tree in one pass, prompts padded to buckets): the trie service's
+    distributions within float noise; its rows record the mode and replay identical; a replay under another
+    mode says so."""
+    import dataclasses
+
+    cfg = ServiceConfig(audit_path=str(tmp_path / "audit.sqlite"), max_new_tokens=N_TOKENS, scorer_mode="fused",
+                        scorer_bucket=16)
+    with one_thread_service(shop(n_users=6, length=5), cfg, smollm2) as s:
+        assert s.ranker.scorer.mode == "fused" and s.ranker.scorer.bucket == 16
+        one = s.predict("u0", n_products=2)  # explained: the fused pass keeps the prompt's K/V
+        many = s.predict_batch(["u1", "u4"], explain=False, n_products=2)
+        for p in (one, *many):
+            _check_prediction(s, p)
+            ref = svc.predict(p.user_id, explain=False, n_products=0).distribution
+            assert max(abs(p.distribution[c] - ref[c]) for c in ref) < 1e-4
+            row = s.audit.get(p.audit_id)
+            assert row.decoding["scorer_mode"] == "fused"
+            res = s.replay(p.audit_id)
+            assert res.identical and res.versions_match, res.differences
+        assert s.audit.get(one.audit_id).decoding["generation_cache"] == "prompt"
+        assert one.explanation
+    p = svc.predict("u3", explain=False, n_products=0)
+    monkeypatch.setattr(svc, "config", dataclasses.replace(svc.config, scorer_mode="fused"))
+    assert svc.replay(p.audit_id).version_differences == ("scorer_mode: stored 'trie', now 'fused'",)
+
+
 def test_replay_sample_summarises_random_rows(svc) -> None:
     from llmint.replay import replay_sample
 
@@ -446,6 +473,11 @@ def test_service_config_is_checked() -> None:
     assert ServiceConfig.from_dict({"max_batch": 3}).max_batch == 3
     with pytest.raises(ValueError, match="keep_prompt_kv='no'"):
         ServiceConfig(keep_prompt_kv="no")
+    with pytest.raises(ValueError, match="cuda_graphs needs scorer_mode='fused'"):
+        ServiceConfig(cuda_graphs=True)
+    with pytest.raises(ValueError, match="scorer_bucket=0"):
+        ServiceConfig(scorer_mode="fused", scorer_bucket=0)
+    assert ServiceConfig(scorer_mode="fused", cuda_graphs=True).scorer_bucket is None  # 64 when loaded
 
 
 def test_import_llmint_stays_light() -> None:
