@@ -4,6 +4,10 @@
     torchrun --nproc_per_node 4 -m llmint.batch_score --dataset office --out DIR  # 4 CPU processes
     accelerate launch --num_processes 8 -m llmint.batch_score --device cuda --dataset office --out DIR
 
+Processes are dealt round-robin over the GPUs there are, so several may share one: building a
+prompt (serialising the history, the chat template, tokenising) is Python on one CPU core, about
+1.2 ms per Office shopper, so one process feeds a GPU at most ~800 shoppers/s.
+
 Each process (`accelerate.PartialState`: torchrun, accelerate launch or a plain
 `python`) takes a contiguous slice of the sorted shopper ids, scores it in chunks
 with the same ranker, temperature and cold-start blend as `InterestService`
@@ -48,6 +52,7 @@ class ScoreConfig:
     device: str = "cpu"
     dtype: str = "float32"
     batch_size: int = 8  # prompts per forward pass
+    mode: str = "trie"  # CategoryScorer mode: "trie" (two passes) or "fused" (one); "flat" for reference
     # prompts per logprobs call (and progress step); the scorer sorts each call's prompts by length,
     # so a chunk of several batches pads little (Office, 512-token budget, batch 64: 5.9% of prompt
     # tokens are padding with chunks of 8 batches, 34.7% with one batch per chunk); None: max(64, 8 x batch_size)
@@ -72,6 +77,8 @@ class ScoreConfig:
         if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)
                                        or self.limit < 1):
             raise ValueError(f"limit={self.limit!r}; expected None or an int >= 1")
+        if self.mode not in ("trie", "flat", "fused"):
+            raise ValueError(f"mode={self.mode!r}; expected 'trie', 'flat' or 'fused'")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device={self.device!r}; expected 'cpu', 'cuda' or 'auto'")
 
@@ -82,6 +89,21 @@ def _user_ids(histories: dict[str, list[Any]], cfg: ScoreConfig) -> list[str]:
         take = np.random.default_rng(cfg.seed).permutation(len(ids))[: cfg.limit]
         ids = sorted(ids[i] for i in take)
     return ids
+
+
+def process_device(device: str, local_index: int, n_gpus: int) -> str:
+    """This process's device: on CUDA, GPUs dealt round-robin over the node's processes (several may
+    share one, so prompt building runs on several CPU cores).
+
+    Example:
+        >>> [process_device("cuda", i, 2) for i in range(4)], process_device("cpu", 3, 0)
+        (['cuda:0', 'cuda:1', 'cuda:0', 'cuda:1'], 'cpu')
+    """
+    if device != "cuda":
+        return device
+    if n_gpus < 1:
+        raise ValueError("device='cuda' but no CUDA device is visible")
+    return f"cuda:{local_index % n_gpus}"
 
 
 def _state(cfg: ScoreConfig) -> Any:
@@ -115,13 +137,15 @@ def run(cfg: ScoreConfig, say: Any = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     ds = load_dataset(cfg.dataset)
     adapter = resolve_adapter(cfg.adapter, cfg.model, ds.name)
+    import torch
+
     device = str(state.device) if cfg.device == "auto" else cfg.device
-    if device == "cuda":
-        device = f"cuda:{state.local_process_index}"
+    device = process_device(device.split(":")[0] if device.startswith("cuda") else device,
+                            state.local_process_index, torch.cuda.device_count())
     level = cfg.level or ds.default_level
     ranker = LLMCategoryRanker("score", ds, level, LLMRankerConfig(
         model=cfg.model, adapter=adapter, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size,
-        seed=cfg.seed))
+        mode=cfg.mode, seed=cfg.seed))
     labels = list(ranker.taxonomy.labels)
     temperature = ranker.temperature  # the adapter's calibration.json, else 1.0
     grouped = ds.histories()  # grouped once: the split and the scored histories read it
@@ -210,6 +234,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, choices=["cpu", "cuda", "auto"])
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "bfloat16", "float16", "auto"])
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per forward pass")
+    p.add_argument("--scorer-mode", dest="mode", default=d.mode, choices=["trie", "fused", "flat"],
+                   help="trie: prompt pass then label-tree pass; fused: both in one pass (default: %(default)s)")
     p.add_argument("--chunk", type=int, default=None,
                    help="prompts per scoring call, sorted by length before batching (default: max(64, 8 x batch size))")
     p.add_argument("--limit", type=int, default=None, help="a seeded sample of this many shoppers")

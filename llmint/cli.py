@@ -295,10 +295,12 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per forward pass.")
 @click.option("--chunk", type=int, default=None,
               help="Prompts per scoring call, sorted by length before batching (default: max(64, 8 x batch size)).")
+@click.option("--scorer-mode", type=click.Choice(["trie", "fused", "flat"]), default="trie", show_default=True,
+              help="trie: a prompt pass then a label-tree pass; fused: both in one pass.")
 @click.option("--limit", type=int, default=None, help="A seeded sample of this many shoppers (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def score(dataset: str, out_dir: str, level: int | None, llm_model: str | None, adapter: str, device: str,
-          dtype: str, batch_size: int, chunk: int | None, limit: int | None, seed: int) -> None:
+          dtype: str, batch_size: int, chunk: int | None, scorer_mode: str, limit: int | None, seed: int) -> None:
     """Every shopper's next-category distribution as Parquet (category only, no audit rows).
 
     One process here; for several, run the same module under torchrun or accelerate:
@@ -309,7 +311,8 @@ def score(dataset: str, out_dir: str, level: int | None, llm_model: str | None, 
 
     try:
         cfg = ScoreConfig(out_dir=out_dir, dataset=dataset, level=level, model=llm_model, adapter=adapter,
-                          device=device, dtype=dtype, batch_size=batch_size, chunk=chunk, limit=limit, seed=seed)
+                          device=device, dtype=dtype, batch_size=batch_size, chunk=chunk, mode=scorer_mode,
+                          limit=limit, seed=seed)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
     try:

@@ -37,10 +37,21 @@ def test_blend_prior_weights():
     ({"out_dir": "x", "chunk": 0}, "chunk"),
     ({"out_dir": "x", "limit": 0}, "limit"),
     ({"out_dir": "x", "device": "tpu"}, "device"),
+    ({"out_dir": "x", "mode": "tree"}, "mode"),
 ])
 def test_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ScoreConfig(**kwargs)
+
+
+def test_processes_are_dealt_round_robin_over_the_gpus():
+    from llmint.batch_score import process_device
+
+    assert [process_device("cuda", i, 1) for i in range(3)] == ["cuda:0"] * 3  # 3 prompt builders, 1 GPU
+    assert [process_device("cuda", i, 2) for i in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert process_device("cpu", 5, 0) == "cpu"
+    with pytest.raises(ValueError, match="no CUDA device"):
+        process_device("cuda", 0, 0)
 
 
 def test_read_scores_refuses_an_unfinished_run(tmp_path):
@@ -84,13 +95,14 @@ def test_one_process_and_two_processes_write_the_same_table(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "llmint.batch_score", "--dataset", "movielens",
-           "--out", str(tmp_path / "two"), "--limit", "4", "--adapter", "none", "--no-progress"]
+           "--out", str(tmp_path / "two"), "--limit", "4", "--adapter", "none", "--no-progress",
+           "--scorer-mode", "fused"]  # and the one-pass scorer: the same table within float noise
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["world_size"] == 2
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["distributed"].endswith("MULTI_CPU") and [p["n"] for p in manifest["parts"]] == [2, 2]
-    assert manifest["dtype"] == "float32"
+    assert manifest["dtype"] == "float32" and manifest["config"]["mode"] == "fused"
     b = read_scores(tmp_path / "two")
     assert list(b["user_id"]) == list(a["user_id"])
     assert list(b["top_category"]) == list(a["top_category"])

@@ -40,6 +40,18 @@ def test_prompt_is_the_fine_tuning_prompt_and_scores_equal_naive(smollm2, ds) ->
     assert np.abs(got - ref).max() < 1e-3
 
 
+@pytest.mark.parametrize(("batch_size", "call"), [(2, 64), (16, 128)])
+def test_logprobs_hands_the_scorer_several_batches_per_call(smollm2, ds, batch_size, call) -> None:
+    """The scorer sorts each call's prompts by length: a call of one batch would pad as if unsorted,
+    and a call smaller than the batch would cap it."""
+    r = LLMCategoryRanker("llm", ds, 2, LLMRankerConfig(batch_size=batch_size), loaded=smollm2)
+    seen: list[int] = []
+    r.scorer.score = lambda ids: seen.append(len(ids)) or np.zeros((len(ids), len(r.taxonomy.labels)))
+    hist = ds.histories()["u0"][:2]
+    assert r.logprobs([hist] * (call + 3)).shape == (call + 3, len(r.taxonomy.labels))
+    assert seen == [call, 3]
+
+
 def test_distribution_is_over_the_taxonomy_whatever_the_review_says(smollm2, ds) -> None:
     r = LLMCategoryRanker("llm", ds, 2, loaded=smollm2)
     hostile = Event("u0", "Paper0", "review", timestamp=1_700_000_000, rating=1,
