@@ -207,6 +207,7 @@ def build_data(cfg: TrainConfig, dataset: Any, tokenizer: Any) -> dict[str, Any]
     """Training and validation examples (tokenised) plus facts about them for metrics.json."""
     from llmint.evidence import EXPLANATION_VERSION
     from llmint.examples import EXAMPLES_VERSION, build_examples
+    from llmint.llm_ranker import token_counter
     from llmint.prompts import load_prompt
     from llmint.serialize import SerializeConfig
     from llmint.split import SplitConfig, make_split
@@ -216,9 +217,7 @@ def build_data(cfg: TrainConfig, dataset: Any, tokenizer: Any) -> dict[str, Any]
     prompt = load_prompt(cfg.prompt)
     scfg = SerializeConfig(**cfg.serialize)
 
-    def count(s: str) -> int:
-        return len(tokenizer(s, add_special_tokens=False)["input_ids"])
-
+    count = token_counter(tokenizer)
     common = dict(
         prompt=prompt,
         serialize_cfg=scfg,

@@ -6,7 +6,7 @@
 
 Processes are dealt round-robin over the GPUs there are, so several may share one: building a
 prompt (serialising the history, the chat template, tokenising) is Python on one CPU core, about
-1.2 ms per Office shopper, so one process feeds a GPU at most ~800 shoppers/s.
+1.5-1.8 ms per shopper (Office, MovieLens), so one process feeds a GPU at most ~550-670 shoppers/s.
 
 Each process (`accelerate.PartialState`: torchrun, accelerate launch or a plain
 `python`) takes a contiguous slice of the sorted shopper ids, scores it in chunks

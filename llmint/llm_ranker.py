@@ -66,6 +66,18 @@ def chat_prompt_ids(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> li
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def token_counter(tokenizer: Any) -> Callable[[str], int]:
+    """Tokens in a text without special tokens: how history lines are costed against the budget.
+
+    Fine-tuning and scoring share it, so both keep the same events. A fast tokenizer is asked
+    through its Rust backend directly (the same ids as `tokenizer(text)`, without building a
+    `BatchEncoding`: 41 vs 61 us per history line measured, the counts equal)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return lambda text: len(backend.encode(text, add_special_tokens=False).ids)
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def shared_prefix_ids(tokenizer: Any, prompt: Any) -> list[int]:
     """The token ids every rendered prompt of `prompt` starts with (the system turn and chat header).
 
@@ -144,6 +156,7 @@ class LLMCategoryRanker:
         self.fit_note: dict[str, Any] = {}
         self._loaded = loaded
         self._scorer: Any = None
+        self._counter: Callable[[str], int] | None = None
 
     # --- model -------------------------------------------------------------------------------
 
@@ -183,7 +196,9 @@ class LLMCategoryRanker:
         self._scorer.set_prefix(shared_prefix_ids(tok, self._prompt) or None)
 
     def _count(self, s: str) -> int:
-        return len(self._tok(s, add_special_tokens=False)["input_ids"])
+        if self._counter is None:
+            self._counter = token_counter(self._tok)
+        return self._counter(s)
 
     def serialize(self, history: Sequence[Event]) -> Any:
         """The `SerializedHistory` the prompt shows for `history` (which events, with which [n])."""

@@ -52,6 +52,24 @@ def test_logprobs_hands_the_scorer_several_batches_per_call(smollm2, ds, batch_s
     assert seen == [call, 3]
 
 
+def test_token_counter_counts_what_the_tokenizer_returns(smollm2, ds) -> None:
+    """The backend shortcut and the plain call agree on every history line and on a whole prompt;
+    a tokenizer without a Rust backend is called as usual."""
+    from llmint.llm_ranker import token_counter
+
+    tok = smollm2.tokenizer
+    fast = token_counter(tok)
+    r = LLMCategoryRanker("llm", ds, 2, loaded=smollm2)
+    texts = r.serialize(ds.histories()["u0"]).text.split("\n") + ["", " ", "  two  spaces", "é ✓ 日本", "<|im_end|>"]
+    texts.append(tok.decode(r.prompt_ids(ds.histories()["u1"])))
+    assert [fast(t) for t in texts] == [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    class Plain:  # a slow tokenizer: no backend_tokenizer
+        def __call__(self, text, add_special_tokens):
+            return {"input_ids": text.split()}
+
+    assert token_counter(Plain())("a b c") == 3
+
+
 def test_distribution_is_over_the_taxonomy_whatever_the_review_says(smollm2, ds) -> None:
     r = LLMCategoryRanker("llm", ds, 2, loaded=smollm2)
     hostile = Event("u0", "Paper0", "review", timestamp=1_700_000_000, rating=1,
