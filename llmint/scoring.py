@@ -465,20 +465,17 @@ class CategoryScorer:
     def _trie_pass(self, cache: Any, mask: Any, lengths: Any, root: Any) -> Any:
         import torch
 
-        tr, device = self._trie_tensors(mask.device), mask.device
+        tr = self._trie_tensors(mask.device)
         n, t = mask.shape[0], len(self._trie.tokens)
-        dtype = _float_dtype(self.model)
         tokens = tr["tokens"].expand(n, t)
         positions = lengths[:, None] + tr["depth"][None, :]
         allowed = torch.cat(
             [mask.bool()[:, None, :].expand(n, t, mask.shape[1]), tr["ancestors"][None].expand(n, t, t)],
             dim=-1,
         )[:, None]  # (n, 1, T, Lp + T)
-        attn = torch.zeros(allowed.shape, dtype=dtype, device=device)
-        attn.masked_fill_(~allowed, torch.finfo(dtype).min)
         logits = self.model(
             input_ids=tokens,
-            attention_mask=attn,
+            attention_mask=self._additive(allowed),
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
@@ -493,8 +490,9 @@ class CategoryScorer:
         # a captured graph runs the shared prefix as part of each prompt: ~15% more arithmetic, nothing
         # at batch 1 on a GPU, where launches dominate, and no cache object inside the graph
         p = 0 if graphs else len(self._prefix_ids)
-        shared = p > 0 and all(starts_with(x, self._prefix_ids) for x in batch)
-        rows = [x[p:] for x in batch] if shared else list(batch)
+        if not (p > 0 and all(starts_with(x, self._prefix_ids) for x in batch)):
+            p = 0  # some prompt does not start with the prefix: all take the full pass
+        rows = [x[p:] for x in batch]
         n = len(rows)
         if graphs:  # n rounded up to a power of two (at most batch_size): few shapes, few graphs
             rows += [rows[0]] * (min(1 << (n - 1).bit_length(), self.batch_size) - n)
@@ -502,13 +500,13 @@ class CategoryScorer:
         if not keep_kv:  # the kept K/V must be the prompt's alone: no bucket padding then
             width = -(-width // self.bucket) * self.bucket
         input_ids, mask = left_pad(rows, self._pad_id, width)
-        ids, attn, positions = self._fused_inputs(input_ids.to(device), mask.to(device), p if shared else 0)
+        ids, attn, positions = self._fused_inputs(input_ids.to(device), mask.to(device), p)
         if keep_kv:
             if n != 1:
                 raise ValueError(f"keep_kv needs a batch of one prompt, not {n}")
             out = self._fused_forward(ids, attn, positions, keep=True)
             scores = self._logit_sums(out.logits)
-            k = p * shared + width  # the prompt's K/V, less the trie nodes' after it
+            k = p + width  # the prompt's K/V, less the trie nodes' after it
             kept = tuple((layer.keys[:, :, :k], layer.values[:, :, :k]) for layer in out.past_key_values.layers)
             return scores.cpu().numpy(), kept
         if graphs:
@@ -541,10 +539,15 @@ class CategoryScorer:
         )  # (n, W + T, W + T): a padding query sees itself, so no row is empty
         if p:
             allowed = torch.cat([torch.ones((n, w + t, p), dtype=torch.bool, device=device), allowed], dim=-1)
+        return ids, self._additive(allowed[:, None]), positions
+
+    def _additive(self, allowed: Any) -> Any:
+        """A boolean attention mask as the additive float mask the model adds to its scores."""
+        import torch
+
         dtype = _float_dtype(self.model)
-        attn = torch.zeros(allowed.shape, dtype=dtype, device=device)
-        attn.masked_fill_(~allowed, torch.finfo(dtype).min)
-        return ids, attn[:, None], positions
+        attn = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        return attn.masked_fill_(~allowed, torch.finfo(dtype).min)
 
     def _fused_forward(self, ids: Any, attn: Any, positions: Any, keep: bool = False) -> Any:
         """The model's pass over prompts and trie nodes (after the cached prefix when the mask has
