@@ -4,7 +4,15 @@ Importing this package has no side effects: heavy libraries (torch, faiss,
 gradio) are imported inside the functions that need them.
 """
 
-from .errors import DataError, HistoryError, IntegrityError, LlmintError, ModelError, UnknownIdError
+from .errors import (
+    DataError,
+    HistoryError,
+    IntegrityError,
+    LlmintError,
+    ModelError,
+    RunFolderError,
+    UnknownIdError,
+)
 from .schema import ACTIONS, Dataset, Event, Item, LoadReport
 from .split import Case, Split, SplitConfig, make_split
 from .taxonomy import Taxonomy
@@ -40,6 +48,7 @@ __all__ = [
     "LoadReport",
     "ModelError",
     "Prediction",
+    "RunFolderError",
     "ServiceConfig",
     "Split",
     "SplitConfig",

@@ -8,12 +8,20 @@ Processes are dealt round-robin over the GPUs there are, so several may share on
 prompt (serialising the history, the chat template, tokenising) is Python on one CPU core, about
 1.5-1.8 ms per shopper (Office, MovieLens), so one process feeds a GPU at most ~550-670 shoppers/s.
 
-Each process (`accelerate.PartialState`: torchrun, accelerate launch or a plain
-`python`) takes a contiguous slice of the sorted shopper ids, scores it in chunks
-with the same ranker, temperature and cold-start blend as `InterestService`
-(category only: no explanation, no products), and writes `DIR/part-RRRRR.parquet`.
-After all ranks finish, the main process writes `DIR/manifest.json` (labels,
-versions with hashes, counts, timings). `read_scores(DIR)` joins the parts.
+The sorted shopper ids are cut into *segments* (`segment_size` shoppers, the unit of work and of
+output): segment k goes to process k mod N (`accelerate.PartialState`: torchrun, accelerate launch
+or a plain `python`), which scores it in chunks with the same ranker, temperature and cold-start
+blend as `InterestService` (category only: no explanation, no products) and writes
+`DIR/seg-KKKKKK.parquet` (written under a temporary name, then renamed: a file there is whole).
+Only one segment's rows are held in memory at a time.
+
+A run that stops (a killed job, a lost node) is resumed by running the same command again: the
+segments already written are skipped, with any number of processes, because the segments do not
+depend on it. `DIR/run.json` records what the run scores (dataset, shoppers, model, adapter and
+prompt hashes, dtype, scorer mode, cold-start settings, segment size); a second run into the same
+folder with other settings stops with the differences named (`overwrite=True` starts afresh).
+After all ranks finish, the main process writes `DIR/manifest.json` (labels, versions with
+hashes, segments, this attempt's timings). `read_scores(DIR)` joins the segments.
 
 The history scored is a shopper's whole stored history (its newest
 `max_events` events), i.e. the prediction of what comes after their latest event.
@@ -36,8 +44,12 @@ from typing import Any
 import numpy as np
 
 from .coldstart import COLD_MAX, COLD_STRENGTH
+from .errors import RunFolderError
 
 MANIFEST = "manifest.json"
+RUN = "run.json"  # what a run scores: a resumed run must match it
+SEGMENT_MAX = 16384  # default segment size at most (~2.9 MB of Parquet with 43 labels)
+SEGMENTS_PER_PROCESS = 4  # default segments per process at least, so that processes finish together
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,10 @@ class ScoreConfig:
     cold_start_max: int = COLD_MAX
     cold_start_strength: float = COLD_STRENGTH
     seed: int = 0  # tie shuffle of events, sampling
+    # shoppers per output file, the unit of work and of resuming; None: the folder's run.json if it has
+    # one, else default_segment_size(shoppers, processes)
+    segment_size: int | None = None
+    overwrite: bool = False  # start afresh in a folder that holds another run (else: resume it, or stop)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -74,9 +90,10 @@ class ScoreConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r}; expected an int >= 1")
-        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)
-                                       or self.limit < 1):
-            raise ValueError(f"limit={self.limit!r}; expected None or an int >= 1")
+        for name in ("limit", "segment_size"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name}={v!r}; expected None or an int >= 1")
         if self.mode not in ("trie", "flat", "fused"):
             raise ValueError(f"mode={self.mode!r}; expected 'trie', 'flat' or 'fused'")
         if self.device not in ("cpu", "cuda", "auto"):
@@ -114,12 +131,116 @@ def _state(cfg: ScoreConfig) -> Any:
     return PartialState(cpu=not cuda)
 
 
-def run(cfg: ScoreConfig, say: Any = None) -> dict[str, Any]:
-    """Score this process's slice and write its part; the main process also writes the manifest.
+def default_segment_size(n_users: int, n_processes: int) -> int:
+    """Shoppers per segment when none is asked for: at least `SEGMENTS_PER_PROCESS` segments per
+    process (so that processes finish together), at most `SEGMENT_MAX` shoppers each.
 
-    Returns this process's summary (the manifest on the main process).
+    Example:
+        >>> default_segment_size(943, 1), default_segment_size(4, 2), default_segment_size(10**8, 8)
+        (236, 1, 16384)
     """
-    import pandas as pd
+    per = -(-n_users // (SEGMENTS_PER_PROCESS * max(n_processes, 1)))
+    return max(1, min(SEGMENT_MAX, per))
+
+
+def segment_file(k: int) -> str:
+    """The file of segment `k` (0-based) in a run folder."""
+    return f"seg-{k:06d}.parquet"
+
+
+def scores_table(users: list[str], n_events: np.ndarray, p: np.ndarray, prior_weight: np.ndarray,
+                 labels: list[str], top_k: int) -> Any:
+    """One segment's rows as a pyarrow Table (column by column, no per-shopper Python objects).
+
+    `p`: the served distributions (shoppers x labels, float64); `top_k` categories by probability,
+    ties in label order (a stable sort); `probabilities` stored as float32.
+    """
+    import pyarrow as pa
+
+    n, n_lab = p.shape
+    k = min(top_k, n_lab)
+    top = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    top_p = np.take_along_axis(p, top, axis=1)
+    names = np.asarray(labels, dtype=object)
+
+    def lists(values: np.ndarray, width: int) -> Any:
+        return pa.ListArray.from_arrays(pa.array(np.arange(0, n * width + 1, width, dtype=np.int32)),
+                                        pa.array(values.reshape(-1)))
+
+    return pa.table({
+        "user_id": pa.array(users, pa.string()),
+        "n_events": pa.array(n_events, pa.int64()),
+        "top_category": pa.array(names[top[:, 0]], pa.string()),
+        "top_probability": pa.array(top_p[:, 0], pa.float64()),
+        "top_k": lists(names[top], k),
+        "top_k_probability": lists(top_p, k),
+        "prior_weight": pa.array(prior_weight, pa.float64()),
+        "probabilities": lists(p.astype(np.float32), n_lab),
+    })
+
+
+def _rows_in(path: Path) -> int | None:
+    """Rows of a finished segment file, or None if it is missing or unreadable."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(path).num_rows
+    except (OSError, ValueError):  # missing, or not a whole Parquet file
+        return None
+
+
+def _write_atomic(table: Any, path: Path) -> None:
+    """Write a Parquet file under a temporary name, then rename it: a file under `path` is whole."""
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_run(out: Path) -> dict[str, Any] | None:
+    path = out / RUN
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunFolderError(f"{path} is unreadable ({e}); pass overwrite (--overwrite) to start afresh") from e
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path} is not a JSON object; pass overwrite (--overwrite) to start afresh")
+    return data
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for each setting that differs (long values shortened)."""
+    def short(v: Any) -> str:
+        t = json.dumps(v)
+        return t if len(t) <= 60 else t[:57] + "..."
+    return [f"{k}: {short(old.get(k))} -> {short(new.get(k))}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+
+
+def _clear(out: Path) -> None:
+    """Remove a run's files from `out` (segments, parts of the earlier layout, summaries, run.json)."""
+    for pattern in ("seg-*.parquet", "part-*.parquet", "part-*.json", "rank-*.json", ".*.tmp", MANIFEST, RUN):
+        for f in out.glob(pattern):
+            f.unlink()
+
+
+def run(cfg: ScoreConfig, say: Any = None) -> dict[str, Any]:
+    """Score this process's segments not yet written; the main process then writes the manifest.
+
+    Returns this process's summary (the manifest on the main process). Raises RunFolderError if
+    `cfg.out_dir` holds a run with other settings and `cfg.overwrite` is not set.
+    """
+    import hashlib
+
     from tqdm import tqdm
 
     from .bundled import resolve_adapter
@@ -156,69 +277,109 @@ def run(cfg: ScoreConfig, say: Any = None) -> dict[str, Any]:
     users = _user_ids(histories, cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+
+    # what this run scores; every rank reads the folder's record before the main rank writes one
+    prev = None if cfg.overwrite else _read_run(out)
+    size = cfg.segment_size or (prev or {}).get("segment_size") or default_segment_size(len(users),
+                                                                                      state.num_processes)
+    adapter_hash = adapter_sha256(adapter) if adapter else None
+    record = {
+        "dataset": ds.name, "level": level, "n_users": len(users),
+        "users_sha256": hashlib.sha256("\n".join(users).encode("utf-8")).hexdigest(),
+        "labels": labels, "model_sha256": str(ranker.loaded.weights_sha256), "adapter_sha256": adapter_hash,
+        "prompt_sha256": ranker.prompt_template.sha256, "dtype": dtype_name(ranker.model), "mode": cfg.mode,
+        "temperature": temperature, "max_events": cfg.max_events, "top_k": cfg.top_k,
+        "cold_start_max": cfg.cold_start_max, "cold_start_strength": cfg.cold_start_strength,
+        "limit": cfg.limit, "seed": cfg.seed, "segment_size": size,
+    }
+    if prev is not None and prev != record:
+        raise RunFolderError(f"{out} holds a run with other settings ({'; '.join(_differences(prev, record))}); "
+                         "run into another folder, or pass overwrite (--overwrite) to start afresh")
+    state.wait_for_everyone()
+    if state.is_main_process:
+        if cfg.overwrite:
+            _clear(out)
+        # the last attempt's summaries, and files a killed attempt left half-written (no rank writes yet)
+        for f in [*out.glob("rank-*.json"), *out.glob(".*.tmp"), out / MANIFEST]:
+            f.unlink(missing_ok=True)
+        _write_json(out / RUN, record)
+    state.wait_for_everyone()
+
+    segments = [users[s : s + size] for s in range(0, len(users), size)]
+    mine = list(range(state.process_index, len(segments), state.num_processes))
+    todo = [k for k in mine if _rows_in(out / segment_file(k)) != len(segments[k])]
+    n_todo = sum(len(segments[k]) for k in todo)
+    n_skipped = sum(len(segments[k]) for k in mine) - n_todo
+    if n_skipped:
+        say(f"rank {state.process_index}: {len(mine) - len(todo)} of {len(mine)} segment(s) already written "
+            f"({n_skipped} shoppers), resuming")
     t_score = time.perf_counter()
-    with state.split_between_processes(users) as mine:
-        mine = list(mine)
-        bar = tqdm(total=len(mine), desc=f"score [{state.process_index}]", unit="shopper",
-                   disable=not (cfg.progress and state.is_main_process))
-        for s in range(0, len(mine), cfg.chunk):
-            ids = mine[s : s + cfg.chunk]
-            warm = [u for u in ids if histories[u]]
-            lp = ranker.logprobs([histories[u] for u in warm]) if warm else np.zeros((0, len(labels)))
+    bar = tqdm(total=n_todo, desc=f"score [{state.process_index}]", unit="shopper",
+               disable=not (cfg.progress and state.is_main_process))
+    for k in todo:
+        ids = segments[k]
+        n_events = np.array([len(histories[u]) for u in ids], dtype=np.int64)
+        p = np.empty((len(ids), len(labels)))
+        w_prior = np.empty(len(ids))
+        for s in range(0, len(ids), cfg.chunk):
+            rows = range(s, min(s + cfg.chunk, len(ids)))
+            warm = [i for i in rows if n_events[i]]
+            lp = ranker.logprobs([histories[ids[i]] for i in warm]) if warm else np.zeros((0, len(labels)))
             model_p = dict(zip(warm, to_distribution(lp, temperature), strict=True)) if warm else {}
-            for u in ids:
-                n = len(histories[u])
-                p, w_prior = blend_prior(model_p.get(u), n, prior, cold_max=cfg.cold_start_max,
-                                         strength=cfg.cold_start_strength)
-                top = np.argsort(-p, kind="stable")[: cfg.top_k]
-                rows.append({"user_id": u, "n_events": n, "top_category": labels[int(top[0])],
-                             "top_probability": float(p[top[0]]), "top_k": [labels[int(i)] for i in top],
-                             "top_k_probability": [float(p[i]) for i in top],
-                             "prior_weight": float(w_prior), "probabilities": p.astype(np.float32).tolist()})
-            bar.update(len(ids))
-        bar.close()
+            for i in rows:
+                p[i], w_prior[i] = blend_prior(model_p.get(i), int(n_events[i]), prior,
+                                               cold_max=cfg.cold_start_max, strength=cfg.cold_start_strength)
+            bar.update(len(rows))
+        _write_atomic(scores_table(ids, n_events, p, w_prior, labels, cfg.top_k), out / segment_file(k))
+    bar.close()
     elapsed = time.perf_counter() - t_score
-    part = out / f"part-{state.process_index:05d}.parquet"
-    pd.DataFrame(rows, columns=["user_id", "n_events", "top_category", "top_probability", "top_k",
-                                "top_k_probability", "prior_weight", "probabilities"]).to_parquet(part, index=False)
-    mine_summary = {"rank": state.process_index, "n": len(rows), "part": part.name, "score_s": round(elapsed, 3)}
-    (out / f"part-{state.process_index:05d}.json").write_text(json.dumps(mine_summary), encoding="utf-8")
-    say(f"rank {state.process_index}: {len(rows)} shoppers in {elapsed:.1f} s -> {part}")
+    mine_summary = {"rank": state.process_index, "segments": len(mine), "segments_scored": len(todo),
+                    "n_scored": n_todo, "n_skipped": n_skipped, "score_s": round(elapsed, 3)}
+    _write_json(out / f"rank-{state.process_index:05d}.json", mine_summary)
+    say(f"rank {state.process_index}: {n_todo} shoppers in {len(todo)} segment(s) in {elapsed:.1f} s -> {out}")
     state.wait_for_everyone()
     if not state.is_main_process:
         return mine_summary
-    parts = [json.loads((out / f"part-{r:05d}.json").read_text(encoding="utf-8"))
+    ranks = [json.loads((out / f"rank-{r:05d}.json").read_text(encoding="utf-8"))
              for r in range(state.num_processes)]
-    n_total = sum(p["n"] for p in parts)
-    slowest = max(p["score_s"] for p in parts)
+    files = []
+    for k, seg in enumerate(segments):
+        n = _rows_in(out / segment_file(k))
+        if n != len(seg):
+            raise RuntimeError(f"{out / segment_file(k)} holds {n} rows for {len(seg)} shoppers after the run")
+        files.append({"file": segment_file(k), "n": n})
+    n_scored = sum(r["n_scored"] for r in ranks)
+    slowest = max(r["score_s"] for r in ranks)
     manifest = {
         "config": asdict(cfg), "dataset": ds.name, "level": level, "labels": labels,
-        "model_id": str(ranker.loaded.spec.name), "model_sha256": str(ranker.loaded.weights_sha256),
-        "dtype": dtype_name(ranker.model),  # "auto" resolved
-        "adapter": adapter, "adapter_sha256": adapter_sha256(adapter) if adapter else None,
+        "model_id": str(ranker.loaded.spec.name), "model_sha256": record["model_sha256"],
+        "dtype": record["dtype"],  # "auto" resolved
+        "adapter": adapter, "adapter_sha256": adapter_hash,
         "prompt": {"name": ranker.prompt_template.name, "version": ranker.prompt_template.version,
                    "sha256": ranker.prompt_template.sha256},
         "temperature": temperature, "world_size": state.num_processes, "distributed": str(state.distributed_type),
-        "n_users": n_total, "parts": parts, "wall_s": round(time.perf_counter() - t0, 2),
-        "score_s_slowest_rank": slowest,
-        "shoppers_per_s": round(n_total / slowest, 3) if slowest > 0 else None,
+        "n_users": len(users), "segment_size": size, "segments": files, "ranks": ranks,
+        "n_scored": n_scored, "n_resumed": sum(r["n_skipped"] for r in ranks),
+        "wall_s": round(time.perf_counter() - t0, 2), "score_s_slowest_rank": slowest,
+        "shoppers_per_s": round(n_scored / slowest, 3) if n_scored and slowest > 0 else None,
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    _write_json(out / MANIFEST, manifest)
     return manifest
 
 
 def read_scores(out_dir: str | Path) -> Any:
-    """All parts of a finished run as one pandas DataFrame, sorted by user id (checks the manifest)."""
+    """All segments of a finished run as one pandas DataFrame, sorted by user id (checks the manifest)."""
     import pandas as pd
 
     out = Path(out_dir)
     if not (out / MANIFEST).is_file():
         raise FileNotFoundError(f"{out} has no {MANIFEST}: the run did not finish")
     manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    df = pd.concat([pd.read_parquet(out / p["part"]) for p in manifest["parts"]], ignore_index=True)
+    files = [s["file"] for s in manifest["segments"]] if "segments" in manifest else [
+        p["part"] for p in manifest["parts"]]  # the layout before segments (one part per process)
+    df = pd.concat([pd.read_parquet(out / f) for f in files], ignore_index=True)
     if len(df) != manifest["n_users"] or df["user_id"].duplicated().any():
-        raise ValueError(f"{out}: parts hold {len(df)} rows for {manifest['n_users']} shoppers")
+        raise ValueError(f"{out}: the files hold {len(df)} rows for {manifest['n_users']} shoppers")
     return df.sort_values("user_id", ignore_index=True)
 
 
@@ -240,6 +401,12 @@ def make_parser() -> argparse.ArgumentParser:
                    help="prompts per scoring call, sorted by length before batching (default: max(64, 8 x batch size))")
     p.add_argument("--limit", type=int, default=None, help="a seeded sample of this many shoppers")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--segment-size", type=int, default=None,
+                   help="shoppers per output file, the unit of resuming (default: the folder's run, else "
+                        f"at least {SEGMENTS_PER_PROCESS} per process, at most {SEGMENT_MAX})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a folder that holds another run (default: resume the same run, "
+                        "refuse another)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
@@ -256,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if "n_users" in res:
-        print(json.dumps({k: res[k] for k in ("n_users", "world_size", "wall_s", "shoppers_per_s")}))
+        print(json.dumps({k: res[k] for k in ("n_users", "n_scored", "n_resumed", "world_size", "wall_s",
+                                              "shoppers_per_s")}))
     return 0
 
 

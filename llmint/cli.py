@@ -299,11 +299,19 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
               help="trie: a prompt pass then a label-tree pass; fused: both in one pass.")
 @click.option("--limit", type=int, default=None, help="A seeded sample of this many shoppers (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--segment-size", type=int, default=None,
+              help="Shoppers per output file, the unit of resuming (default: the folder's run, else at least "
+                   "4 per process, at most 16,384).")
+@click.option("--overwrite", is_flag=True,
+              help="Start afresh in a folder that holds another run (default: resume the same run, refuse another).")
 def score(dataset: str, out_dir: str, level: int | None, llm_model: str | None, adapter: str, device: str,
-          dtype: str, batch_size: int, chunk: int | None, scorer_mode: str, limit: int | None, seed: int) -> None:
+          dtype: str, batch_size: int, chunk: int | None, scorer_mode: str, limit: int | None, seed: int,
+          segment_size: int | None, overwrite: bool) -> None:
     """Every shopper's next-category distribution as Parquet (category only, no audit rows).
 
-    One process here; for several, run the same module under torchrun or accelerate:
+    Written segment by segment (seg-*.parquet); run the same command again to resume a run that
+    stopped: written segments are skipped. One process here; for several, run the same module
+    under torchrun or accelerate:
     `torchrun --nproc_per_node 4 -m llmint.batch_score --dataset D --out DIR` (CPU) or
     `accelerate launch --num_processes 8 -m llmint.batch_score --device cuda --dataset D --out DIR`.
     """
@@ -312,14 +320,15 @@ def score(dataset: str, out_dir: str, level: int | None, llm_model: str | None, 
     try:
         cfg = ScoreConfig(out_dir=out_dir, dataset=dataset, level=level, model=llm_model, adapter=adapter,
                           device=device, dtype=dtype, batch_size=batch_size, chunk=chunk, mode=scorer_mode,
-                          limit=limit, seed=seed)
+                          limit=limit, seed=seed, segment_size=segment_size, overwrite=overwrite)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
     try:
         res = run(cfg, lambda msg: click.echo(msg, err=True))
-    except LlmintError as err:
+    except LlmintError as err:  # RunFolderError: the folder holds another run
         raise _fail(err) from err
-    click.echo(json.dumps({k: res[k] for k in ("n_users", "world_size", "wall_s", "shoppers_per_s")}))
+    click.echo(json.dumps({k: res[k] for k in ("n_users", "n_scored", "n_resumed", "world_size", "wall_s",
+                                               "shoppers_per_s")}))
 
 
 for _command in COMMANDS:  # predict, observe, audit (llmint/cli_service.py)

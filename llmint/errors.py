@@ -25,6 +25,10 @@ class HistoryError(LlmintError, ValueError):
     """A history is empty where one is required, or longer than the configured limit."""
 
 
+class RunFolderError(LlmintError, ValueError):
+    """An output folder holds another run's files (other settings), or an unreadable record of one."""
+
+
 class ModelError(LlmintError, RuntimeError):
     """A model, adapter or weight file cannot be found, verified or loaded."""
 
