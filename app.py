@@ -58,6 +58,7 @@ class AppConfig:
     max_new_tokens: int = 64
     n_products: int = 5
     dtype: str = "float32"
+    coalesce: int = 1  # /predict API requests arriving together scored in one pass, up to this many (1: off)
 
 
 class Backend:
@@ -99,7 +100,7 @@ class Backend:
                     self._embedder = load_embedder()
                 dataset = load_dataset(name, data_dir=Path(cfg.data_dir) if cfg.data_dir else None)
                 scfg = ServiceConfig(model=cfg.model, adapter=cfg.adapter, max_new_tokens=cfg.max_new_tokens,
-                                     dtype=cfg.dtype,
+                                     dtype=cfg.dtype, coalesce_max=cfg.coalesce,
                                      index_dir=str(home() / "index" / name))
                 self._services[name] = InterestService.from_dataset(
                     dataset, scfg, loaded=self._loaded, embedder=self._embedder, audit=self.audit)
@@ -449,7 +450,7 @@ def build(backend: Backend) -> Any:
             """The shopper ids of the first dataset."""
             return backend.user_ids(default)
 
-        gr.api(predict, api_name="predict", concurrency_limit=4)
+        gr.api(predict, api_name="predict", concurrency_limit=max(4, backend.cfg.coalesce))
         gr.api(shoppers, api_name="shoppers")
     return demo
 
@@ -472,9 +473,14 @@ def _args(argv: list[str] | None = None) -> AppConfig:
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "bfloat16", "float16", "auto"],
                    help="model dtype (default: %(default)s); auto: bfloat16 where the CPU or GPU computes it "
                         "natively, about 1.8x faster scoring on such a CPU")
+    p.add_argument("--coalesce", type=int, default=d.coalesce,
+                   help="score up to N concurrent /predict API requests (explain off) in one model pass "
+                        "(default: %(default)s, off; pays on a GPU, see docs/scaling.md)")
     p.add_argument("--hash-password", action="store_true",
                    help="read a password on stdin, print its hash for a users file, and exit")
     a = vars(p.parse_args(argv))
+    if a["coalesce"] < 1:
+        p.error(f"--coalesce {a['coalesce']}: expected an int >= 1 (1: off)")
     if a.pop("hash_password"):
         import getpass
 

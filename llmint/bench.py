@@ -11,7 +11,8 @@ so the ratios survive a noisy, shared machine):
 - levers: torch threads, SDPA vs eager attention, trie vs flat, batching: each predicted, then measured;
 - generation: time to first token and decode tokens/s (greedy) with the KV cache vs without it;
 - predict: `InterestService.predict` end to end (products + audit row), explain off and on,
-  vs the bare scoring of the same shopper (the ratio is the serving overhead);
+  vs the bare scoring of the same shopper (the ratio is the serving overhead); concurrent clients'
+  requests scored together as they arrive (`coalesce_max`) vs one pass per request;
 - index: query latency and recall@10 of HNSW and IVF-PQ vs exact search (`index.bench` helpers);
 - lora: LoRA fine-tuning examples/s (`finetune.train.main`) vs a forward-only pass on the same batches;
 - roofline: FLOPs and bytes of a scoring pass against this machine's measured matmul rate and
@@ -80,6 +81,9 @@ class BenchConfig:
         "explanations decoded together vs one at a time (HFGenerator batch_size; same heads, same texts)"))
     no_cache_tokens: int = field(default=8, metadata=_h("new tokens of the no-cache baseline (1 shopper)"))
     n_predict: int = field(default=3, metadata=_h("shoppers sent through InterestService.predict"))
+    concurrent: int = field(default=4, metadata=_h(
+        "client threads calling predict(explain=False) at once: one pass each vs coalesced (coalesce_max)"))
+    n_concurrent: int = field(default=3, metadata=_h("requests each concurrent client sends, one after another"))
     index_dir: str | None = field(default=None, metadata=_h(
         "the service's item index cache (None: <LLMINT_HOME>/cache/bench-index/<dataset>)"))
     index_size: int = field(default=100_000, metadata=_h("synthetic vectors in the index section"))
@@ -114,8 +118,8 @@ class BenchConfig:
         if bad:
             raise ValueError(f"compile modes {bad} unknown; expected any of {COMPILE_MODES}")
         for name in ("n_shoppers", "batch", "n_naive", "n_throughput", "n_lever", "gen_tokens", "n_generate",
-                     "gen_batch", "no_cache_tokens", "n_predict", "index_size", "index_queries", "lora_steps",
-                     "lora_batch", "graph_bucket"):
+                     "gen_batch", "no_cache_tokens", "n_predict", "concurrent", "n_concurrent", "index_size",
+                     "index_queries", "lora_steps", "lora_batch", "graph_bucket"):
             _check_int(name, getattr(self, name), 1)
         _check_int("torch_threads", self.torch_threads, 0)
         for name in ("history_tokens", "batch_sizes", "threads"):

@@ -549,6 +549,38 @@ def generation(ctx: Context) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ predict
 
 
+def _crowd(ctx: Context, svc: Any, users: list[str], clients: int) -> dict[str, Any]:
+    """`clients` threads each send their share of `users` to `svc.predict(explain=False)`, one after another."""
+    import threading
+
+    lat: list[float] = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients + 1)
+
+    def client(k: int) -> None:
+        start.wait()
+        for u in users[k::clients]:
+            t0 = time.perf_counter()
+            svc.predict(u, explain=False)
+            with lock:
+                lat.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+    for t in threads:
+        t.start()
+    ctx.sync()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    ctx.sync()
+    wall = time.perf_counter() - t0
+    if len(lat) != len(users):
+        raise RuntimeError(f"{len(users) - len(lat)} of {len(users)} concurrent requests failed")
+    return {"requests": len(users), "clients": clients, "wall_s": round(wall, 3),
+            "per_s": round(len(users) / wall, 3), **_ms(lat)}
+
+
 def predict(ctx: Context) -> dict[str, Any]:
     """`InterestService.predict` (products + audit row), explain off and on, vs bare scoring of the same shopper."""
     from .paths import home
@@ -599,6 +631,16 @@ def predict(ctx: Context) -> dict[str, Any]:
                                                      "texts": [p.model_text for p in preds]}
             one, many = res["predict_batch_explain_1"], res[f"predict_batch_explain_{cfg.gen_batch}"]
             many["same_texts"] = sum(a == b for a, b in zip(one.pop("texts"), many.pop("texts"), strict=True))
+            crowd = [users[i] for i in np.random.default_rng(cfg.seed + 2).permutation(len(users))[
+                : cfg.concurrent * cfg.n_concurrent]]
+            # the same service with lone requests coalesced, sharing the model, index and audit log
+            co = InterestService.from_dataset(ctx.ds, replace(scfg, coalesce_max=cfg.concurrent), loaded=ctx.loaded,
+                                              embedder=svc.embedder, index=svc.index, audit=svc.audit)
+            for name, s in (("concurrent_one_at_a_time", svc), ("concurrent_coalesced", co)):
+                ctx.say(f"predict: {cfg.concurrent} clients x {cfg.n_concurrent} requests, {name}")
+                res[name] = _crowd(ctx, s, crowd, cfg.concurrent)
+            st = co.coalesce_stats
+            res["concurrent_coalesced"]["passes"] = {str(k): v for k, v in sorted(st.sizes.items())}
             res["audit_rows"] = svc.audit.count()
     bare = res["bare_scoring"]["p50_ms"]
     rows = [row("predict", "predict, explain=False p50 (products + audit)", res["predict"]["p50_ms"], "ms",
@@ -611,6 +653,11 @@ def predict(ctx: Context) -> dict[str, Any]:
             row("predict", f"predict_batch of {len(group)} with explanations, decoded together (explain_batch="
                 f"{cfg.gen_batch}), per shopper", round(1000 * many["s"] / len(group), 1), "ms",
                 "explain_batch=1 (one at a time)", round(1000 * one["s"] / len(group), 1))]
+    lone, co_res = res["concurrent_one_at_a_time"], res["concurrent_coalesced"]
+    rows.append(row("predict", f"{cfg.concurrent} concurrent clients, predict explain=False, requests/s, scored "
+                    f"together as they arrive (coalesce_max={cfg.concurrent}; p99 {co_res['p99_ms']} ms vs "
+                    f"{lone['p99_ms']} ms)", co_res["per_s"], "requests/s", "one scoring pass per request",
+                    lone["per_s"], better="higher"))
     res.update(rows=rows, note=f"{len(uids)} stored shoppers, history budget {ctx.budget} tokens, "
                                f"{cfg.gen_tokens}-token explanations; speed-up < 1 is the serving overhead")
     return res

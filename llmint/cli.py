@@ -233,6 +233,10 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
 @click.option("--gen-tokens", type=int, default=32, show_default=True, help="New tokens per explanation.")
 @click.option("--gen-batch", type=int, default=8, show_default=True,
               help="Explanations decoded together, timed against the same ones one at a time.")
+@click.option("--concurrent", type=int, default=4, show_default=True,
+              help="Client threads calling predict(explain=False) at once: one pass each vs scored together "
+                   "(ServiceConfig.coalesce_max).")
+@click.option("--n-concurrent", type=int, default=3, show_default=True, help="Requests each concurrent client sends.")
 @click.option("--index-size", type=int, default=100_000, show_default=True, help="Synthetic vectors in the index.")
 @click.option("--lora-dataset", default="movielens", show_default=True, help="Dataset of the LoRA section.")
 @click.option("--lora-steps", type=int, default=3, show_default=True, help="LoRA steps timed (the first is warm-up).")
@@ -246,7 +250,7 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
           history_tokens: tuple[int, ...], n_shoppers: int, batch: int, naive_labels: int,
           batch_sizes: tuple[int, ...], n_throughput: int, threads: tuple[int, ...], torch_threads: int,
           compile_modes: tuple[str, ...], dtype_lever: bool, graph_bucket: int, gen_tokens: int, gen_batch: int,
-          index_size: int,
+          concurrent: int, n_concurrent: int, index_size: int,
           lora_dataset: str, lora_steps: int,
           lora_batch: int, sections: tuple[str, ...], out: Path) -> None:
     """Speed of every part (scoring, throughput, generation, predict, index, LoRA), each vs a same-run baseline."""
@@ -260,7 +264,8 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
                           naive_labels=naive_labels or None, batch_sizes=batch_sizes, n_throughput=n_throughput,
                           threads=threads, torch_threads=torch_threads, compile=compile_modes, dtype_lever=dtype_lever,
                           graph_bucket=graph_bucket, gen_tokens=gen_tokens, gen_batch=gen_batch,
-                          index_size=index_size, lora_dataset=lora_dataset, lora_steps=lora_steps,
+                          concurrent=concurrent, n_concurrent=n_concurrent, index_size=index_size,
+                          lora_dataset=lora_dataset, lora_steps=lora_steps,
                           lora_batch=lora_batch, sections=sections or SECTIONS)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err

@@ -6,7 +6,8 @@
 passed (a request in flight when time is up is finished, and the time it takes to
 drain is reported), then checks the audit log: every served request has exactly one
 row, every row written during the run parses completely, and the SQLite file passes
-`PRAGMA integrity_check`. It prints and writes a JSON report to
+`PRAGMA integrity_check`. `--coalesce 16` lets the service score up to 16 of the
+clients' concurrent requests in one pass (`ServiceConfig.coalesce_max`). It prints and writes a JSON report to
 `runs/loadtest/<UTC time>.json`: requests, errors by type, throughput, latency
 p50/p95/p99/max, the audit check and the machine. This module knows nothing about
 HTTP in-process; with `--url` it loads the running app's signed-in `/predict` API route
@@ -39,6 +40,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-products", type=int, default=5, help="products per prediction (default 5)")
     p.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the clients' user choices")
+    p.add_argument("--coalesce", type=int, default=1, help="the service scores up to this many concurrent "
+                   "requests in one pass (ServiceConfig.coalesce_max; default 1: off)")
+    p.add_argument("--coalesce-wait-ms", type=float, default=0.0,
+                   help="how long a request waits for company (ServiceConfig.coalesce_wait_ms; default 0)")
     p.add_argument("--out", type=Path, default=Path("runs/loadtest"), help="report folder")
     p.add_argument("--url", default=None, help="load the running app (python app.py) at this loopback URL "
                    "instead of an in-process service; needs --user, --password and --audit")
@@ -57,6 +62,8 @@ def _check_args(a: argparse.Namespace) -> None:
         raise ValueError(f"--seconds {a.seconds}; expected a number > 0")
     if a.n_products < 0 or a.torch_threads < 1:
         raise ValueError("--n-products must be >= 0 and --torch-threads >= 1")
+    if a.coalesce < 1 or not 0 <= a.coalesce_wait_ms <= 10_000:
+        raise ValueError("--coalesce must be >= 1 and --coalesce-wait-ms within [0, 10000]")
     if a.url is not None:
         from urllib.parse import urlparse
 
@@ -185,7 +192,7 @@ def _write(report: dict[str, Any], out: Path, stamp: str) -> Path:
     path = out / f"{stamp}.json"
     path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(json.dumps({k: report[k] for k in ("requests", "ok", "errors", "throughput_per_s", "latency_ms",
-                                             "audit", "wall_s", "drain_s")}, indent=2))
+                                             "audit", "wall_s", "drain_s", "score_batches") if k in report}, indent=2))
     print(f"report: {path}")
     return path
 
@@ -213,10 +220,16 @@ def main(argv: list[str] | None = None, *, service: Any = None) -> Path:
         from .service_config import ServiceConfig
 
         service = InterestService(ServiceConfig(dataset=args.dataset,
-                                                audit_path=str(args.out / f"{stamp}.audit.sqlite")))
+                                                audit_path=str(args.out / f"{stamp}.audit.sqlite"),
+                                                coalesce_max=args.coalesce, coalesce_wait_ms=args.coalesce_wait_ms))
     build_s = time.perf_counter() - t0
     try:
         result = run_load(service, args.clients, args.seconds, n_products=args.n_products, seed=args.seed)
+        st = service.coalesce_stats
+        result["score_batches"] = None if st is None else {
+            "batches": st.batches, "items": st.items, "largest": st.largest,
+            "mean": round(st.items / st.batches, 2) if st.batches else None,
+            "sizes": {str(k): v for k, v in sorted(st.sizes.items())}}
     finally:
         if own:
             service.close()

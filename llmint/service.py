@@ -48,7 +48,9 @@ the redacted text, and report `input_identical=False`.
 
 Threads. Many threads may call `predict` at once: tokeniser and model calls are
 serialised by one lock, index searches by another, histories by a third; the
-audit log is thread-safe. This module knows nothing about HTTP or UIs; torch and
+audit log is thread-safe. With `coalesce_max` > 1, single predictions that keep
+no prompt K/V (`explain=False`) and arrive together are scored in one pass
+(`llmint.coalesce`); each audit row records its `score_batch`. This module knows nothing about HTTP or UIs; torch and
 faiss are imported inside the functions that need them.
 """
 
@@ -65,6 +67,7 @@ from typing import Any
 
 import numpy as np
 
+from .coalesce import Coalescer, CoalesceStats
 from .errors import DataError, HistoryError, LlmintError, ModelError, UnknownIdError
 from .schema import Dataset, Event
 from .service_config import (
@@ -205,6 +208,10 @@ class InterestService:
         # a template built in code has no file hash: hash its text, once, so replay can compare it
         self.prompt_sha256 = self.prompt.sha256 or _sha256_text(self.prompt.system + "\n" + self.prompt.user)
         self._model_lock = threading.Lock()  # tokeniser + model: one caller at a time
+        self._coalescer: Coalescer[list[Event], tuple[Any, np.ndarray]] | None = None
+        if cfg.coalesce_max > 1:  # lone requests from many threads share one scoring pass
+            self._coalescer = Coalescer(self._score_together, max_batch=cfg.coalesce_max,
+                                        wait_s=cfg.coalesce_wait_ms / 1000, lock=self._model_lock)
         self._index_lock = threading.Lock()
         self._users_lock = threading.Lock()
         logger.info("service ready in %.1f s: %d labels, %d users, %d indexed items",
@@ -353,6 +360,11 @@ class InterestService:
         logger.info("forgot one shopper: %d stored events, %d audit rows", len(hist or ()), n_rows)
         return ForgetReport(user_id, hist is not None, max(len(hist or ()), n_dataset), n_rows)
 
+    @property
+    def coalesce_stats(self) -> CoalesceStats | None:
+        """How many scoring passes coalesced requests shared, and their sizes (None: `coalesce_max` is 1)."""
+        return None if self._coalescer is None else self._coalescer.stats
+
     def user_ids(self) -> list[str]:
         """The ids of the shoppers with a stored history (loaded or observed), sorted."""
         with self._users_lock:
@@ -426,14 +438,20 @@ class InterestService:
         if keep_kv is None:
             keep_kv = s.explain and self.config.keep_prompt_kv
         keep = keep_kv and len(reqs) == 1 and bool(warm)
+        coalesce = self._coalescer is not None and not keep and len(reqs) == 1 and bool(warm)
         kv = None
-        with self._model_lock:
-            sers = [self.ranker.serialize(r.events) for r in reqs]
-            if keep:
-                row, kv = self.ranker.logprobs_one(reqs[0].events)
-                lp = row[None]
-            else:
-                lp = self.ranker.logprobs([reqs[i].events for i in warm]) if warm else np.zeros((0, n_lab))
+        score_batch = len(warm)
+        if coalesce:  # not under the model lock: the coalescer takes it around the batch it runs
+            (ser, row), score_batch = self._coalescer(reqs[0].events)  # type: ignore[misc]
+            sers, lp = [ser], row[None]
+        else:
+            with self._model_lock:
+                sers = [self.ranker.serialize(r.events) for r in reqs]
+                if keep:
+                    row, kv = self.ranker.logprobs_one(reqs[0].events)
+                    lp = row[None]
+                else:
+                    lp = self.ranker.logprobs([reqs[i].events for i in warm]) if warm else np.zeros((0, n_lab))
         model_p = to_distribution(lp, s.temperature) if warm else lp
         t_score = (time.perf_counter() - t0) * 1000
         blended = [blend_prior(model_p[warm[i]] if r.events else None, len(r.events), self.prior,
@@ -456,12 +474,19 @@ class InterestService:
             outs.append({
                 "ser": ser, "p": p, "label": label, "prior_weight": w_prior,
                 "cold": len(req.events) <= s.cold_start_max, "ex": ex, "products": products,
-                "kv": kv, "kv_kept": kv is not None,
+                "kv": kv, "kv_kept": kv is not None, "score_batch": score_batch if req.events else 0,
                 "gen_batch": min(self.config.explain_batch, len(together)) if i in together else None,
                 "timings_ms": {"score": t_score, "explain": (t2 - t1) * 1000 + (t_together if i in together else 0.0),
                                "products": (t3 - t2) * 1000},
             })
         return outs
+
+    def _score_together(self, histories: list[list[Event]]) -> list[tuple[Any, np.ndarray]]:
+        """The coalescer's batch (model lock held): each history serialised, all scored in one `logprobs` call.
+        Serialising here, not before queueing, keeps callers off the model lock while a batch runs, so they
+        queue up for the next one."""
+        sers = [self.ranker.serialize(h) for h in histories]
+        return list(zip(sers, self.ranker.logprobs(histories), strict=True))
 
     def _explain_together(self, reqs: Sequence[_Request], labels: Sequence[str], rows: Sequence[int],
                           s: _Settings) -> dict[int, dict[str, Any]]:
@@ -587,7 +612,7 @@ class InterestService:
             prompt_name=self.prompt.name, prompt_version=self.prompt.version,
             prompt_sha256=self.prompt_sha256,
             decoding={**self._decoding(s), "generation_cache": self._generation_cache(req, out),
-                      "generation_batch": out.get("gen_batch")},
+                      "generation_batch": out.get("gen_batch"), "score_batch": out.get("score_batch")},
             output=self._output(req, out, s), top_category=out["label"],
             faithful=None if ex is None else bool(ex["ok"]),
             latency_ms=(t_audit - t0) * 1000, cold_start=bool(out["cold"]),

@@ -73,6 +73,14 @@ class ServiceConfig:
         "a pasted history longer than this raises HistoryError; a stored one keeps its newest N"))
     max_text_chars: int = field(default=5000, metadata=_h("an event text longer than this raises DataError"))
     max_batch: int = field(default=64, metadata=_h("predict_batch takes at most this many inputs"))
+    coalesce_max: int = field(default=1, metadata=_h(
+        "requests for one shopper arriving from several threads at once are scored together, up to this "
+        "many in one pass (llmint.coalesce; 1: off). Serves predictions that keep no prompt K/V: "
+        "explain=False, or keep_prompt_kv=False. Pays where a batch costs about what one shopper costs "
+        "(a GPU); probabilities equal the lone ones up to float error (replay_atol)"))
+    coalesce_wait_ms: float = field(default=0.0, metadata=_h(
+        "with coalesce_max > 1: how long a request waits for company before it is scored (0: none; "
+        "requests still queue up while the model is busy, which is when batching pays)"))
     max_new_tokens: int = field(default=64, metadata=_h("explanation length cap (greedy decoding)"))
     cold_start_max: int = field(default=COLD_MAX, metadata=_h("histories with at most this many events are cold"))
     cold_start_strength: float = field(default=COLD_STRENGTH, metadata=_h(
@@ -110,7 +118,7 @@ class ServiceConfig:
                                        or self.level < 1):
             raise ValueError(f"level={self.level!r}; expected None or an int >= 1")
         for name in ("batch_size", "max_events_per_history", "max_text_chars", "max_batch", "max_new_tokens",
-                     "explain_batch"):
+                     "explain_batch", "coalesce_max"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r}; expected an int >= 1")
@@ -124,6 +132,9 @@ class ServiceConfig:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"{name}={v!r}; expected a finite number > 0")
+        w = self.coalesce_wait_ms
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 10_000:
+            raise ValueError(f"coalesce_wait_ms={w!r}; expected milliseconds in [0, 10000]")
         for name in ("build_index", "exclude_seen", "keep_prompt_kv"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected True or False")

@@ -13,12 +13,15 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -54,8 +57,8 @@ def app_server(tmp_path_factory: pytest.TempPathFactory):
            "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("LLMINT_USERS_FILE", None)
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--coalesce", "4"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 900
     try:
@@ -265,3 +268,9 @@ def test_signed_in_api_route_and_http_load(app_server, tmp_path) -> None:
     assert report["ok"] >= 4 and report["errors"] == {}
     assert report["audit"]["ok"] and report["audit"]["rows_written"] == report["ok"]
     assert PASSWORD not in path.read_text()
+    # --coalesce 4: concurrent API requests shared scoring passes; a pass of n wrote n rows saying so
+    with closing(sqlite3.connect(app_server["home"] / "audit.sqlite")) as db:
+        sizes = Counter(json.loads(d)["score_batch"] for (d,) in db.execute("SELECT decoding_json FROM predictions"))
+    assert all(isinstance(n, int) and 0 <= n <= 4 for n in sizes), sizes
+    assert all(c % n == 0 for n, c in sizes.items() if n > 1), sizes
+    assert max(sizes) >= 2, sizes

@@ -123,7 +123,8 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     cfg = BenchConfig(history_tokens=(16,), n_shoppers=2, batch=2, n_naive=1, naive_labels=2, batch_sizes=(2,),
                       n_throughput=2, threads=(1,), attn=("sdpa", "eager"), compile=("default",), n_lever=1,
                       gen_tokens=3, n_generate=1, gen_batch=2,
-                      no_cache_tokens=2, n_predict=1, index_dir=str(tmp_path / "index"), index_size=1200,
+                      no_cache_tokens=2, n_predict=1, concurrent=2, n_concurrent=2,
+                      index_dir=str(tmp_path / "index"), index_size=1200,
                       index_queries=10, lora_steps=1, lora_batch=1, warmup=0)
     threads = torch.get_num_threads()
     res = run(cfg, lambda msg: print(msg, file=sys.stderr), dataset=ds, loaded=smollm2, lora_dataset=ds)
@@ -165,8 +166,12 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     else:
         assert "error" in compiled
     assert res["sections"]["levers"]["detail"]["shared_prefix_tokens"] > 0
-    pr = res["sections"]["predict"]  # warm-up + explain off, on, on again + two batches of gen_batch
-    assert pr["audit_rows"] == 1 + 3 * cfg.n_predict + 2 * cfg.gen_batch
+    pr = res["sections"]["predict"]  # warm-up + explain off, on, on again + two batches of gen_batch + 2 crowds
+    crowd = cfg.concurrent * cfg.n_concurrent
+    assert pr["audit_rows"] == 1 + 3 * cfg.n_predict + 2 * cfg.gen_batch + 2 * crowd
+    lone, co = pr["concurrent_one_at_a_time"], pr["concurrent_coalesced"]
+    assert lone["requests"] == co["requests"] == crowd and lone["per_s"] > 0 and co["per_s"] > 0
+    assert sum(int(k) * v for k, v in co["passes"].items()) == crowd and set(co["passes"]) <= {"1", "2"}
     assert pr["predict_batch_explain_2"]["same_texts"] == 2 and pr["predict_batch_explain_1"]["s"] > 0
     assert res["sections"]["predict"]["predict_explain_prompt_again"]["p50_ms"] > 0
     assert res["sections"]["lora"]["examples_per_s"] > 0

@@ -1,0 +1,97 @@
+"""`ServiceConfig.coalesce_max`: concurrent single predictions scored in one pass, on the real SmolLM2.
+
+What is checked: a coalesced prediction equals the same shopper predicted alone (float32 batch noise,
+`replay_atol`), every audit row says how many shoppers its scoring pass held, such a row replays
+identical, and predictions that keep their prompt K/V (explanations) are not coalesced.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from conftest import one_thread_service, shop
+
+from llmint import ServiceConfig
+from llmint.service_config import REPLAY_ATOL
+
+pytestmark = pytest.mark.real
+
+N = 4
+
+
+@pytest.fixture(scope="module")
+def svc(smollm2, tmp_path_factory):
+    cfg = ServiceConfig(audit_path=str(tmp_path_factory.mktemp("co") / "audit.sqlite"), max_new_tokens=8,
+                        coalesce_max=N, coalesce_wait_ms=1000)
+    with one_thread_service(shop(n_users=6, length=5), cfg, smollm2) as s:
+        yield s
+
+
+def _at_once(svc, users: list[str], **kw) -> dict[str, object]:
+    out: dict[str, object] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(users))
+
+    def call(u: str) -> None:
+        start.wait()
+        try:
+            out[u] = svc.predict(u, n_products=1, **kw)
+        except BaseException as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors
+    return out
+
+
+def test_concurrent_requests_share_one_pass_and_equal_the_lone_ones(svc) -> None:
+    users = svc.user_ids()[:N]
+    together = _at_once(svc, users, explain=False)
+    st = svc.coalesce_stats
+    assert st.items == N and st.largest == N and st.batches == 1  # the 1 s wait gathers all four
+    rows = {u: svc.audit.get(p.audit_id) for u, p in together.items()}
+    assert all(r.decoding["score_batch"] == N for r in rows.values())
+
+    alone = {u: svc.predict(u, explain=False, n_products=1) for u in users}  # one by one: batches of 1
+    assert svc.coalesce_stats.sizes == {N: 1, 1: N}
+    for u in users:
+        a, b = np.array(list(alone[u].distribution.values())), np.array(list(together[u].distribution.values()))
+        assert list(alone[u].distribution) == list(together[u].distribution)
+        assert np.abs(a - b).max() < REPLAY_ATOL
+        assert alone[u].top_category == together[u].top_category
+        assert alone[u].products == together[u].products
+        assert svc.audit.get(alone[u].audit_id).decoding["score_batch"] == 1
+    rep = svc.replay(together[users[0]].audit_id)
+    assert rep.identical and rep.versions_match, rep.differences
+
+
+def test_predictions_that_keep_their_prompt_kv_are_not_coalesced(svc) -> None:
+    before = svc.coalesce_stats.items
+    ps = _at_once(svc, svc.user_ids()[:2], explain=True)
+    assert svc.coalesce_stats.items == before
+    for p in ps.values():
+        d = svc.audit.get(p.audit_id).decoding
+        assert d["score_batch"] == 1 and d["generation_cache"] == "prompt"
+
+
+def test_a_cold_shopper_is_not_scored_and_a_batch_is_scored_as_one(svc) -> None:
+    before = svc.coalesce_stats.items
+    cold = svc.predict([], explain=False, n_products=1)
+    assert svc.audit.get(cold.audit_id).decoding["score_batch"] == 0
+    batch = svc.predict_batch(svc.user_ids()[:3], explain=False, n_products=1)
+    assert [svc.audit.get(p.audit_id).decoding["score_batch"] for p in batch] == [3, 3, 3]
+    assert svc.coalesce_stats.items == before  # predict_batch is already a batch
+
+
+@pytest.mark.parametrize("kwargs", [{"coalesce_max": 0}, {"coalesce_max": True}, {"coalesce_max": 2.0},
+                                    {"coalesce_wait_ms": -1}, {"coalesce_wait_ms": True},
+                                    {"coalesce_wait_ms": float("nan")}, {"coalesce_wait_ms": 1e9}])
+def test_bad_coalesce_settings_are_refused(kwargs) -> None:
+    with pytest.raises(ValueError, match="coalesce"):
+        ServiceConfig(**kwargs)
