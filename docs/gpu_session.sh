@@ -44,7 +44,7 @@ else  # all three stages fit one 600 s call: set-up and the model's conversion (
   BENCH_ARGS=(--history-tokens 512 --history-tokens 256 --n-shoppers 32 --batch 64 --naive-labels 8
               --batch-sizes 8 --batch-sizes 64 --batch-sizes 256 --batch-sizes 512 --n-throughput 1024
               --graph-bucket 64 --gen-tokens 64 --lora-batch 32 --lora-steps 10 --compile default
-              --compile reduce-overhead)
+              --compile reduce-overhead --prep-workers 4 --n-prep 2048)
   TRAIN_ARGS=(--max-steps 300 --eval-every 100 --save-every 0)  # 9,600 examples at batch 32
   EVAL_ARGS=(--llm-batch-size 64)
 fi

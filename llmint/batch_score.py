@@ -4,9 +4,11 @@
     torchrun --nproc_per_node 4 -m llmint.batch_score --dataset office --out DIR  # 4 CPU processes
     accelerate launch --num_processes 8 -m llmint.batch_score --device cuda --dataset office --out DIR
 
-Processes are dealt round-robin over the GPUs there are, so several may share one: building a
-prompt (serialising the history, the chat template, tokenising) is Python on one CPU core, about
-1.5-1.8 ms per shopper (Office, MovieLens), so one process feeds a GPU at most ~550-670 shoppers/s.
+Building a prompt (serialising the history, the chat template, tokenising) is Python on one CPU
+core, about 1.3-1.6 ms per shopper (Office, MovieLens), so one process feeds a GPU at most ~640-770
+shoppers/s: `prep_workers` (`--prep-workers 4`) builds the prompts in worker processes ahead of the
+model (`llmint.prompt_loader`; the same ids, so the same scores), or several processes share one
+GPU (they are dealt round-robin over the GPUs there are).
 
 The sorted shopper ids are cut into *segments* (`segment_size` shoppers, the unit of work and of
 output): segment k goes to process k mod N (`accelerate.PartialState`: torchrun, accelerate launch
@@ -79,6 +81,9 @@ class ScoreConfig:
     # one, else default_segment_size(shoppers, processes)
     segment_size: int | None = None
     overwrite: bool = False  # start afresh in a folder that holds another run (else: resume it, or stop)
+    # processes building prompts ahead of the model (llmint.prompt_loader; 0: the scoring process itself,
+    # which feeds at most ~550-900 shoppers/s: a GPU wants 2-4); the scores do not depend on it
+    prep_workers: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -90,6 +95,8 @@ class ScoreConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r}; expected an int >= 1")
+        if isinstance(self.prep_workers, bool) or not isinstance(self.prep_workers, int) or self.prep_workers < 0:
+            raise ValueError(f"prep_workers={self.prep_workers!r}; expected an int >= 0")
         for name in ("limit", "segment_size"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -249,6 +256,7 @@ def run(cfg: ScoreConfig, say: Any = None) -> dict[str, Any]:
     from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
     from .loaders import load_dataset
     from .models import dtype_name
+    from .prompt_loader import prompt_chunks
     from .scoring import to_distribution
     from .service import adapter_sha256
     from .split import SplitConfig, make_split, ordered_histories
@@ -316,15 +324,24 @@ def run(cfg: ScoreConfig, say: Any = None) -> dict[str, Any]:
     t_score = time.perf_counter()
     bar = tqdm(total=n_todo, desc=f"score [{state.process_index}]", unit="shopper",
                disable=not (cfg.progress and state.is_main_process))
+    chunks: dict[int, list[tuple[range, list[int]]]] = {}  # segment -> its chunks: (rows, warm rows)
+    for k in todo:
+        seg = segments[k]
+        for s in range(0, len(seg), cfg.chunk):
+            rows = range(s, min(s + cfg.chunk, len(seg)))
+            chunks.setdefault(k, []).append((rows, [i for i in rows if histories[seg[i]]]))
+    work = [[histories[segments[k][i]] for i in warm] for k in todo for _, warm in chunks[k]]
+    first = next((h for c in work for h in c), None)
+    if cfg.prep_workers and first is not None:
+        ranker.prompt_ids(first)  # tokenizer and template loaded before the workers fork
+    prompts = prompt_chunks(ranker, work, workers=cfg.prep_workers)  # in the order scored below
     for k in todo:
         ids = segments[k]
         n_events = np.array([len(histories[u]) for u in ids], dtype=np.int64)
         p = np.empty((len(ids), len(labels)))
         w_prior = np.empty(len(ids))
-        for s in range(0, len(ids), cfg.chunk):
-            rows = range(s, min(s + cfg.chunk, len(ids)))
-            warm = [i for i in rows if n_events[i]]
-            lp = ranker.logprobs([histories[ids[i]] for i in warm]) if warm else np.zeros((0, len(labels)))
+        for (rows, warm), chunk_ids in zip(chunks[k], prompts, strict=False):  # prompts: the whole run's
+            lp = ranker.logprobs_ids(chunk_ids) if warm else np.zeros((0, len(labels)))
             model_p = dict(zip(warm, to_distribution(lp, temperature), strict=True)) if warm else {}
             for i in rows:
                 p[i], w_prior[i] = blend_prior(model_p.get(i), int(n_events[i]), prior,
@@ -407,6 +424,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in a folder that holds another run (default: resume the same run, "
                         "refuse another)")
+    p.add_argument("--prep-workers", type=int, default=d.prep_workers,
+                   help="processes building prompts ahead of the model (default: %(default)s, the scoring "
+                        "process itself; one process feeds ~550-900 shoppers/s, so a GPU wants 2-4)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 

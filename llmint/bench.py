@@ -7,7 +7,8 @@ so the ratios survive a noisy, shared machine):
   CUDA graphs on a GPU) vs one forward pass per label (`llmint.bench_scoring.run`), once per history
   token budget;
 - throughput: shoppers scored per second at several batch sizes (trie and fused, after the cached
-  shared prefix, as the service scores) vs trie at batch 1, and peak memory;
+  shared prefix, as the service scores) vs trie at batch 1, and peak memory; prompts built per second
+  in one process (the model's feed: below the scoring rate, the model waits) and by worker processes;
 - levers: torch threads, SDPA vs eager attention, trie vs flat, batching: each predicted, then measured;
 - generation: time to first token and decode tokens/s (greedy) with the KV cache vs without it;
 - predict: `InterestService.predict` end to end (products + audit row), explain off and on,
@@ -65,6 +66,10 @@ class BenchConfig:
         "labels timed naively per shopper, scaled to all (None: every label)"))
     batch_sizes: tuple[int, ...] = field(default=(1, 4, 8), metadata=_h("batch sizes tried for shoppers/s"))
     n_throughput: int = field(default=8, metadata=_h("shoppers scored per batch size"))
+    prep_workers: int = field(default=2, metadata=_h(
+        "throughput: prompts also built by this many worker processes (llmint.prompt_loader) vs in the scoring "
+        "process; 0: skipped"))
+    n_prep: int = field(default=512, metadata=_h("shoppers whose prompts are built, per prompt-building run"))
     threads: tuple[int, ...] = field(default=(1, 2), metadata=_h("torch intra-op threads tried (lever)"))
     attn: tuple[str, ...] = field(default=ATTN, metadata=_h("attention implementations tried (lever)"))
     compile: tuple[str, ...] = field(default=(), metadata=_h(
@@ -118,10 +123,11 @@ class BenchConfig:
         if bad:
             raise ValueError(f"compile modes {bad} unknown; expected any of {COMPILE_MODES}")
         for name in ("n_shoppers", "batch", "n_naive", "n_throughput", "n_lever", "gen_tokens", "n_generate",
-                     "gen_batch", "no_cache_tokens", "n_predict", "concurrent", "n_concurrent", "index_size",
-                     "index_queries", "lora_steps", "lora_batch", "graph_bucket"):
+                     "gen_batch", "no_cache_tokens", "n_predict", "concurrent", "n_concurrent", "n_prep",
+                     "index_size", "index_queries", "lora_steps", "lora_batch", "graph_bucket"):
             _check_int(name, getattr(self, name), 1)
         _check_int("torch_threads", self.torch_threads, 0)
+        _check_int("prep_workers", self.prep_workers, 0)
         for name in ("history_tokens", "batch_sizes", "threads"):
             for v in getattr(self, name):
                 _check_int(name, v, 1)

@@ -207,9 +207,39 @@ def throughput(ctx: Context) -> dict[str, Any]:
     if "cuda_max_allocated_mb" in mem:
         rows.append(row("throughput", "peak CUDA memory", mem["cuda_max_allocated_mb"], "MiB"))
     best_mode = max(modes, key=lambda m: modes[m][str(best_of[m])])
+    best_rate = modes[best_mode][str(best_of[best_mode])]
+    prep = _prep_rates(ctx)
+    rows.append(row("throughput", "prompts built/s in the scoring process (the model's feed; < 1x: the model "
+                    "waits for prompts)", prep["0"], "shoppers/s", f"best scoring rate ({best_mode}, batch "
+                    f"{best_of[best_mode]})", best_rate, better="higher"))
+    if cfg.prep_workers:
+        rows.append(row("throughput", f"prompts built/s by {cfg.prep_workers} worker processes (llmint.prompt_loader, "
+                        "fork included)", prep[str(cfg.prep_workers)], "shoppers/s", "in the scoring process",
+                        prep["0"], better="higher"))
     return {"shoppers_per_s": modes.get("trie", {}), "shoppers_per_s_by_mode": modes, "best_mode": best_mode,
             "best_batch": best_of[best_mode], "shared_prefix_tokens": len(prefix), "n": len(prompts),
-            "errors": errors, "rows": rows}
+            "prompts_built_per_s": prep, "errors": errors, "rows": rows}
+
+
+def _prep_rates(ctx: Context) -> dict[str, Any]:
+    """Prompts built per second for `n_prep` shoppers in chunks of 64: here, then by `prep_workers` workers
+    (the same ids, checked)."""
+    from .prompt_loader import prompt_chunks
+
+    cfg = ctx.cfg
+    ranker = ctx.ranker(ctx.budget)
+    hs = ctx.histories(cfg.n_prep)
+    chunks = [hs[s : s + 64] for s in range(0, len(hs), 64)]
+    ranker.prompt_ids(hs[0])
+    rates: dict[str, Any] = {"n": len(hs)}
+    built = {}
+    for w in sorted({0, cfg.prep_workers}):
+        ctx.say(f"throughput, prompts built by {w} worker process(es)")
+        t0 = time.perf_counter()
+        built[w] = list(prompt_chunks(ranker, chunks, workers=w))
+        rates[str(w)] = round(len(hs) / (time.perf_counter() - t0), 1)
+    rates["same_ids"] = all(built[w] == built[0] for w in built)
+    return rates
 
 
 # ------------------------------------------------------------------------------------------- levers

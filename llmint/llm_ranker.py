@@ -294,6 +294,16 @@ class LLMCategoryRanker:
                 progress(len(ids))
         return out
 
+    def logprobs_ids(self, prompts: Sequence[Sequence[int]]) -> np.ndarray:
+        """`logprobs` of prompts already built (`prompt_ids`, e.g. by `llmint.prompt_loader` workers),
+        scored in the same calls of `max(64, 8 x batch_size)`: the same numbers."""
+        self._ensure()
+        out = np.zeros((len(prompts), len(self.taxonomy.labels)), dtype=np.float64)
+        step = max(64, 8 * self.cfg.batch_size)
+        for s in range(0, len(prompts), step):
+            out[s : s + step] = self._scorer.score(list(prompts[s : s + step]))
+        return out
+
     def logprobs_one(self, history: Sequence[Event]) -> tuple[np.ndarray, Any]:
         """`logprobs([history])[0]` and the prompt's K/V (`llmint.scoring.PromptKV`), scored alone.
 

@@ -42,6 +42,7 @@ def test_blend_prior_weights():
     ({"out_dir": "x", "segment_size": True}, "segment_size"),
     ({"out_dir": "x", "device": "tpu"}, "device"),
     ({"out_dir": "x", "mode": "tree"}, "mode"),
+    ({"out_dir": "x", "prep_workers": -1}, "prep_workers"),
 ])
 def test_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -189,7 +190,8 @@ def test_a_stopped_run_resumes_and_a_folder_of_another_run_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_scores(out)
     said: list[str] = []
-    again = run(ScoreConfig(out_dir=str(out), dataset="movielens", limit=6, progress=False), said.append)
+    again = run(ScoreConfig(out_dir=str(out), dataset="movielens", limit=6, progress=False, prep_workers=2),
+                said.append)  # prompts built by two worker processes this time: the same scores
     assert (again["n_scored"], again["n_resumed"], again["segment_size"]) == (4, 2, 2)  # size from run.json
     assert any("1 of 3 segment(s) already written" in m for m in said)
     assert not list(out.glob(".*.tmp"))

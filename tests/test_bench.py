@@ -123,7 +123,7 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     cfg = BenchConfig(history_tokens=(16,), n_shoppers=2, batch=2, n_naive=1, naive_labels=2, batch_sizes=(2,),
                       n_throughput=2, threads=(1,), attn=("sdpa", "eager"), compile=("default",), n_lever=1,
                       gen_tokens=3, n_generate=1, gen_batch=2,
-                      no_cache_tokens=2, n_predict=1, concurrent=2, n_concurrent=2,
+                      no_cache_tokens=2, n_predict=1, concurrent=2, n_concurrent=2, prep_workers=2, n_prep=6,
                       index_dir=str(tmp_path / "index"), index_size=1200,
                       index_queries=10, lora_steps=1, lora_batch=1, warmup=0)
     threads = torch.get_num_threads()
@@ -142,6 +142,8 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     thr = res["sections"]["throughput"]
     assert set(thr["shoppers_per_s_by_mode"]) == {"trie", "fused"} and thr["shoppers_per_s"]["2"] > 0
     assert thr["best_mode"] in ("trie", "fused") and thr["shared_prefix_tokens"] > 100
+    prep = thr["prompts_built_per_s"]
+    assert prep["n"] == 6 and prep["0"] > 0 and prep["2"] > 0 and prep["same_ids"] is True
     assert res["sections"]["generation"]["no_cache"]["same_tokens_as_cached"] is True
     assert res["sections"]["generation"]["prefix_ttft"]["same_first_tokens"] is True
     assert res["sections"]["generation"]["prefix_ttft"]["prefix_tokens"] > 100
@@ -222,8 +224,9 @@ def test_throughput_records_a_batch_that_does_not_fit_and_keeps_the_others(monke
 
     freed = []
     ctx = SimpleNamespace(
-        cfg=BenchConfig(batch_sizes=(1, 4), n_throughput=4, warmup=1), budget=16, tok=None,
-        prompts=lambda n: [[1, 2, 3]] * n, ranker=lambda budget: SimpleNamespace(prompt_template=None),
+        cfg=BenchConfig(batch_sizes=(1, 4), n_throughput=4, warmup=1, prep_workers=0, n_prep=3), budget=16, tok=None,
+        prompts=lambda n: [[1, 2, 3]] * n, histories=lambda n: [[1, 2]] * n,
+        ranker=lambda budget: SimpleNamespace(prompt_template=None, prompt_ids=list),
         scorer=Scorer, sync=lambda: None, free=lambda: freed.append(1), say=lambda msg: None)
     monkeypatch.setattr(llmint.llm_ranker, "shared_prefix_ids", lambda tok, template: [7] * 120)
     res = bench_parts.throughput(ctx)
@@ -232,5 +235,7 @@ def test_throughput_records_a_batch_that_does_not_fit_and_keeps_the_others(monke
     assert "out of memory" in res["errors"]["fused_4"] and freed == [1]
     assert res["best_mode"] in ("trie", "fused") and res["shared_prefix_tokens"] == 120
     assert res["rows"][0]["measure"].startswith("shoppers/s, trie + shared prefix, best batch (")
+    assert res["prompts_built_per_s"]["n"] == 3 and res["prompts_built_per_s"]["same_ids"] is True
+    assert set(res["prompts_built_per_s"]) == {"n", "0", "same_ids"}  # prep_workers=0: no worker run
     assert res["rows"][1]["measure"] == "shoppers/s, fused + shared prefix, best batch (1)"
     assert res["rows"][1]["baseline"] == "trie + shared prefix, batch 1"
