@@ -135,3 +135,27 @@ def one_thread_service(dataset: Dataset, cfg, loaded):
             yield s
     finally:
         torch.set_num_threads(threads)
+
+
+def at_once(fn, args, timeout: float = 600.0) -> dict:
+    """`fn(arg)` for each of `args`, each in its own thread, released together; {arg: result}.
+    Fails if a call raised or is still running after `timeout` seconds."""
+    out: dict = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(args))
+
+    def call(x) -> None:
+        start.wait()
+        try:
+            out[x] = fn(x)
+        except BaseException as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(x,)) for x in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a call was left waiting"
+    assert not errors, errors
+    return out

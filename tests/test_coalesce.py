@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from conftest import at_once
 
 import llmint.coalesce
 from llmint.coalesce import Coalescer
@@ -17,25 +18,7 @@ def test_docstring_example_holds():
 
 
 def _run_threads(c: Coalescer, items: list[int]) -> dict[int, tuple[int, int]]:
-    out: dict[int, tuple[int, int]] = {}
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(items))
-
-    def work(x: int) -> None:
-        start.wait()
-        try:
-            out[x] = c(x)
-        except BaseException as e:  # noqa: BLE001 - collected for the assertion
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(x,)) for x in items]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert not any(t.is_alive() for t in threads), "a caller was left waiting"
-    assert not errors, errors
-    return out
+    return at_once(c, items, timeout=30)
 
 
 def test_callers_that_arrive_while_the_model_is_busy_run_together_and_each_gets_its_own_result():

@@ -7,11 +7,9 @@ identical, and predictions that keep their prompt K/V (explanations) are not coa
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
-from conftest import one_thread_service, shop
+from conftest import at_once, one_thread_service, shop
 
 from llmint import ServiceConfig
 from llmint.service_config import REPLAY_ATOL
@@ -30,24 +28,7 @@ def svc(smollm2, tmp_path_factory):
 
 
 def _at_once(svc, users: list[str], **kw) -> dict[str, object]:
-    out: dict[str, object] = {}
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(users))
-
-    def call(u: str) -> None:
-        start.wait()
-        try:
-            out[u] = svc.predict(u, n_products=1, **kw)
-        except BaseException as e:  # noqa: BLE001 - collected for the assertion
-            errors.append(e)
-
-    threads = [threading.Thread(target=call, args=(u,)) for u in users]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    assert not errors, errors
-    return out
+    return at_once(lambda u: svc.predict(u, n_products=1, **kw), users)
 
 
 def test_concurrent_requests_share_one_pass_and_equal_the_lone_ones(svc) -> None:
