@@ -286,22 +286,24 @@ class LLMCategoryRanker:
         Office prompts at the 512-token budget; 8 batches: 5.9%), and batches above 64 are not capped."""
         self._ensure()
         out = np.zeros((len(histories), len(self.taxonomy.labels)), dtype=np.float64)
-        step = max(64, 8 * self.cfg.batch_size)
-        for s in range(0, len(histories), step):
-            ids = [self.prompt_ids(h) for h in histories[s : s + step]]
-            out[s : s + len(ids)] = self._scorer.score(ids)
+        for s in range(0, len(histories), self._step):  # prompts built one call's worth at a time
+            ids = [self.prompt_ids(h) for h in histories[s : s + self._step]]
+            out[s : s + len(ids)] = self.logprobs_ids(ids)
             if progress:
                 progress(len(ids))
         return out
+
+    @property
+    def _step(self) -> int:
+        return max(64, 8 * self.cfg.batch_size)
 
     def logprobs_ids(self, prompts: Sequence[Sequence[int]]) -> np.ndarray:
         """`logprobs` of prompts already built (`prompt_ids`, e.g. by `llmint.prompt_loader` workers),
         scored in the same calls of `max(64, 8 x batch_size)`: the same numbers."""
         self._ensure()
         out = np.zeros((len(prompts), len(self.taxonomy.labels)), dtype=np.float64)
-        step = max(64, 8 * self.cfg.batch_size)
-        for s in range(0, len(prompts), step):
-            out[s : s + step] = self._scorer.score(list(prompts[s : s + step]))
+        for s in range(0, len(prompts), self._step):
+            out[s : s + self._step] = self._scorer.score(list(prompts[s : s + self._step]))
         return out
 
     def logprobs_one(self, history: Sequence[Event]) -> tuple[np.ndarray, Any]:
