@@ -331,9 +331,6 @@ def run(cfg: ScoreConfig, say: Any = None) -> dict[str, Any]:
             rows = range(s, min(s + cfg.chunk, len(seg)))
             chunks.setdefault(k, []).append((rows, [i for i in rows if histories[seg[i]]]))
     work = [[histories[segments[k][i]] for i in warm] for k in todo for _, warm in chunks[k]]
-    first = next((h for c in work for h in c), None)
-    if cfg.prep_workers and first is not None:
-        ranker.prompt_ids(first)  # tokenizer and template loaded before the workers fork
     prompts = prompt_chunks(ranker, work, workers=cfg.prep_workers)  # in the order scored below
     for k in todo:
         ids = segments[k]

@@ -230,7 +230,6 @@ def _prep_rates(ctx: Context) -> dict[str, Any]:
     ranker = ctx.ranker(ctx.budget)
     hs = ctx.histories(cfg.n_prep)
     chunks = [hs[s : s + 64] for s in range(0, len(hs), 64)]
-    ranker.prompt_ids(hs[0])
     rates: dict[str, Any] = {"n": len(hs)}
     built = {}
     for w in sorted({0, cfg.prep_workers}):
@@ -670,7 +669,7 @@ def predict(ctx: Context) -> dict[str, Any]:
                 ctx.say(f"predict: {cfg.concurrent} clients x {cfg.n_concurrent} requests, {name}")
                 res[name] = _crowd(ctx, s, crowd, cfg.concurrent)
             st = co.coalesce_stats
-            res["concurrent_coalesced"]["passes"] = {str(k): v for k, v in sorted(st.sizes.items())}
+            res["concurrent_coalesced"]["passes"] = st.summary()["sizes"]
             res["audit_rows"] = svc.audit.count()
     bare = res["bare_scoring"]["p50_ms"]
     rows = [row("predict", "predict, explain=False p50 (products + audit)", res["predict"]["p50_ms"], "ms",

@@ -48,6 +48,12 @@ class CoalesceStats:
     largest: int = 0
     sizes: dict[int, int] = field(default_factory=dict)  # batch size -> how many batches
 
+    def summary(self) -> dict[str, Any]:
+        """Plain data for a JSON report: counts, the mean batch, and sizes keyed by str(size), ascending."""
+        return {"batches": self.batches, "items": self.items, "largest": self.largest,
+                "mean": round(self.items / self.batches, 2) if self.batches else None,
+                "sizes": {str(k): v for k, v in sorted(self.sizes.items())}}
+
 
 class Coalescer(Generic[T, R]):
     """Run `fn(list_of_items) -> results` (one result per item, in order) for items sent from many threads.

@@ -226,10 +226,7 @@ def main(argv: list[str] | None = None, *, service: Any = None) -> Path:
     try:
         result = run_load(service, args.clients, args.seconds, n_products=args.n_products, seed=args.seed)
         st = service.coalesce_stats
-        result["score_batches"] = None if st is None else {
-            "batches": st.batches, "items": st.items, "largest": st.largest,
-            "mean": round(st.items / st.batches, 2) if st.batches else None,
-            "sizes": {str(k): v for k, v in sorted(st.sizes.items())}}
+        result["score_batches"] = None if st is None else st.summary()
     finally:
         if own:
             service.close()

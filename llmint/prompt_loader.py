@@ -42,7 +42,7 @@ def _as_is(x: Any) -> Any:
 def prompt_chunks(ranker: Any, chunks: Sequence[Sequence[Any]], *, workers: int = 0,
                   prefetch: int = 2) -> Iterator[list[list[int]]]:
     """The prompt ids of each chunk of histories, in order; built by `workers` forked processes
-    (0: here, lazily). Call `ranker.prompt_ids` once before, so the workers inherit a loaded tokenizer."""
+    (0: here, lazily). With workers, one prompt is built here first, so they inherit a loaded tokenizer."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers={workers!r}; expected an int >= 0")
     if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
@@ -50,6 +50,9 @@ def prompt_chunks(ranker: Any, chunks: Sequence[Sequence[Any]], *, workers: int 
     data = _Chunks(ranker, chunks)
     if workers == 0 or len(chunks) == 0:
         return (data[j] for j in range(len(data)))
+    first = next((h for c in chunks for h in c), None)
+    if first is not None:
+        ranker.prompt_ids(first)  # loads the ranker's tokenizer and template (lazy) before the fork
     import multiprocessing
 
     from torch.utils.data import DataLoader

@@ -81,6 +81,7 @@ def test_callers_whose_batch_is_running_do_not_gather_an_empty_one():
     c = Coalescer(f, max_batch=4, wait_s=1.0)
     out = _run_threads(c, [0, 1, 2, 3])
     assert calls == [4] and c.stats.sizes == {4: 1} and all(size == 4 for _, size in out.values())
+    assert c.stats.summary() == {"batches": 1, "items": 4, "largest": 4, "mean": 4.0, "sizes": {"4": 1}}
 
 
 def test_the_wait_for_company_starts_when_the_model_is_free():
