@@ -216,9 +216,51 @@ def throughput(ctx: Context) -> dict[str, Any]:
         rows.append(row("throughput", f"prompts built/s by {cfg.prep_workers} worker processes (llmint.prompt_loader, "
                         "fork included)", prep[str(cfg.prep_workers)], "shoppers/s", "in the scoring process",
                         prep["0"], better="higher"))
+    crowd = _concurrent_scoring(ctx, prefix)
+    lone, co = crowd["one_at_a_time"], crowd["coalesced"]
+    rows.append(row("throughput", f"{cfg.concurrent} concurrent clients, one shopper per request, trie + shared "
+                    f"prefix, requests/s, scored together as they arrive (llmint.coalesce, up to {cfg.concurrent}; "
+                    f"p99 {co['p99_ms']} ms vs {lone['p99_ms']} ms)", co["per_s"], "requests/s",
+                    "one scoring pass per request", lone["per_s"], better="higher"))
     return {"shoppers_per_s": modes.get("trie", {}), "shoppers_per_s_by_mode": modes, "best_mode": best_mode,
             "best_batch": best_of[best_mode], "shared_prefix_tokens": len(prefix), "n": len(prompts),
-            "prompts_built_per_s": prep, "errors": errors, "rows": rows}
+            "prompts_built_per_s": prep, "concurrent": crowd, "errors": errors, "rows": rows}
+
+
+def _concurrent_scoring(ctx: Context, prefix: list[int]) -> dict[str, Any]:
+    """`cfg.concurrent` client threads each score `cfg.n_concurrent` shoppers, one request at a time (a
+    backend calling `predict(explain=False)`, without the service around it): one pass per request, the
+    model's lock taken in turn, vs `Coalescer` running the requests queued meanwhile as one call (what
+    `ServiceConfig.coalesce_max` does). The same scorer (trie + shared prefix, as the service scores) and
+    prompts for both; their scores are compared."""
+    import threading
+
+    from .coalesce import Coalescer
+
+    cfg = ctx.cfg
+    prompts = ctx.prompts(cfg.concurrent * cfg.n_concurrent)
+    sc = ctx.scorer("trie", cfg.concurrent)
+    sc.set_prefix(prefix)
+    for _ in range(max(cfg.warmup, 1)):  # both sizes the coalesced calls range over
+        sc.score(prompts[:1])
+        sc.score(prompts[: cfg.concurrent])
+    lock = threading.Lock()
+
+    def one(p: list[int]) -> Any:
+        with lock:
+            return sc.score([p])[0]
+
+    co = Coalescer(sc.score, max_batch=cfg.concurrent, lock=lock)
+    res: dict[str, Any] = {}
+    for name, fn in (("one_at_a_time", one), ("coalesced", lambda p: co(p)[0])):
+        ctx.say(f"throughput: {cfg.concurrent} clients x {cfg.n_concurrent} requests, {name}")
+        res[name] = _crowd(ctx, fn, prompts, cfg.concurrent)
+    a = np.asarray(res["one_at_a_time"].pop("outputs"), dtype=np.float64)
+    b = np.asarray(res["coalesced"].pop("outputs"), dtype=np.float64)
+    res["coalesced"]["passes"] = co.stats.summary()["sizes"]
+    res["max_abs_diff"] = float(np.max(np.abs(a - b))) if a.size else 0.0
+    res["same_top"] = int(np.sum(a.argmax(axis=1) == b.argmax(axis=1)))
+    return res
 
 
 def _prep_rates(ctx: Context) -> dict[str, Any]:
@@ -578,19 +620,21 @@ def generation(ctx: Context) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ predict
 
 
-def _crowd(ctx: Context, svc: Any, users: list[str], clients: int) -> dict[str, Any]:
-    """`clients` threads each send their share of `users` to `svc.predict(explain=False)`, one after another."""
+def _crowd(ctx: Context, fn: Callable[[Any], Any], items: list[Any], clients: int) -> dict[str, Any]:
+    """`clients` threads each send their share of `items` to `fn`, one after another (a request waits for its
+    answer before the next): requests/s, latency, and `fn`'s outputs in the order of `items`."""
     import threading
 
     lat: list[float] = []
+    outs: list[Any] = [None] * len(items)
     lock = threading.Lock()
     start = threading.Barrier(clients + 1)
 
     def client(k: int) -> None:
         start.wait()
-        for u in users[k::clients]:
+        for i in range(k, len(items), clients):
             t0 = time.perf_counter()
-            svc.predict(u, explain=False)
+            outs[i] = fn(items[i])
             with lock:
                 lat.append(time.perf_counter() - t0)
 
@@ -604,10 +648,10 @@ def _crowd(ctx: Context, svc: Any, users: list[str], clients: int) -> dict[str, 
         t.join()
     ctx.sync()
     wall = time.perf_counter() - t0
-    if len(lat) != len(users):
-        raise RuntimeError(f"{len(users) - len(lat)} of {len(users)} concurrent requests failed")
-    return {"requests": len(users), "clients": clients, "wall_s": round(wall, 3),
-            "per_s": round(len(users) / wall, 3), **_ms(lat)}
+    if len(lat) != len(items):
+        raise RuntimeError(f"{len(items) - len(lat)} of {len(items)} concurrent requests failed")
+    return {"requests": len(items), "clients": clients, "wall_s": round(wall, 3),
+            "per_s": round(len(items) / wall, 3), **_ms(lat), "outputs": outs}
 
 
 def predict(ctx: Context) -> dict[str, Any]:
@@ -667,7 +711,8 @@ def predict(ctx: Context) -> dict[str, Any]:
                                               embedder=svc.embedder, index=svc.index, audit=svc.audit)
             for name, s in (("concurrent_one_at_a_time", svc), ("concurrent_coalesced", co)):
                 ctx.say(f"predict: {cfg.concurrent} clients x {cfg.n_concurrent} requests, {name}")
-                res[name] = _crowd(ctx, s, crowd, cfg.concurrent)
+                res[name] = _crowd(ctx, lambda u, s=s: s.predict(u, explain=False), crowd, cfg.concurrent)
+                del res[name]["outputs"]
             st = co.coalesce_stats
             res["concurrent_coalesced"]["passes"] = st.summary()["sizes"]
             res["audit_rows"] = svc.audit.count()

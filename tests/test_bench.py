@@ -144,6 +144,10 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     assert thr["best_mode"] in ("trie", "fused") and thr["shared_prefix_tokens"] > 100
     prep = thr["prompts_built_per_s"]
     assert prep["n"] == 6 and prep["0"] > 0 and prep["2"] > 0 and prep["same_ids"] is True
+    crowd = thr["concurrent"]  # the same prompts scored one pass per request and coalesced: the same scores
+    assert crowd["one_at_a_time"]["requests"] == crowd["coalesced"]["requests"] == 4
+    assert sum(int(k) * v for k, v in crowd["coalesced"]["passes"].items()) == 4
+    assert crowd["max_abs_diff"] < 1e-3 and crowd["same_top"] == 4
     assert res["sections"]["generation"]["no_cache"]["same_tokens_as_cached"] is True
     assert res["sections"]["generation"]["prefix_ttft"]["same_first_tokens"] is True
     assert res["sections"]["generation"]["prefix_ttft"]["prefix_tokens"] > 100
@@ -239,3 +243,7 @@ def test_throughput_records_a_batch_that_does_not_fit_and_keeps_the_others(monke
     assert set(res["prompts_built_per_s"]) == {"n", "0", "same_ids"}  # prep_workers=0: no worker run
     assert res["rows"][1]["measure"] == "shoppers/s, fused + shared prefix, best batch (1)"
     assert res["rows"][1]["baseline"] == "trie + shared prefix, batch 1"
+    crowd = res["concurrent"]  # 4 clients x 3 requests, each answered
+    assert crowd["one_at_a_time"]["requests"] == crowd["coalesced"]["requests"] == 12
+    assert sum(int(k) * v for k, v in crowd["coalesced"]["passes"].items()) == 12
+    assert res["rows"][-1]["baseline"] == "one scoring pass per request" and res["rows"][-1]["value"] > 0
