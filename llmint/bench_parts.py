@@ -229,8 +229,8 @@ def throughput(ctx: Context) -> dict[str, Any]:
 
 def _concurrent_scoring(ctx: Context, prefix: list[int]) -> dict[str, Any]:
     """`cfg.concurrent` client threads each score `cfg.n_concurrent` shoppers, one request at a time (a
-    backend calling `predict(explain=False)`, without the service around it): one pass per request, the
-    model's lock taken in turn, vs `Coalescer` running the requests queued meanwhile as one call (what
+    backend calling `predict(explain=False)`, without the service around it): one pass per request, in
+    the order they queued, vs `Coalescer` running the requests queued meanwhile as one call (what
     `ServiceConfig.coalesce_max` does). The same scorer (trie + shared prefix, as the service scores) and
     prompts for both; their scores are compared."""
     import threading
@@ -245,16 +245,13 @@ def _concurrent_scoring(ctx: Context, prefix: list[int]) -> dict[str, Any]:
         sc.score(prompts[:1])
         sc.score(prompts[: cfg.concurrent])
     lock = threading.Lock()
-
-    def one(p: list[int]) -> Any:
-        with lock:
-            return sc.score([p])[0]
-
-    co = Coalescer(sc.score, max_batch=cfg.concurrent, lock=lock)
+    # the baseline runs through a Coalescer of 1: requests served in the order they queued, as the
+    # coalesced run serves them (a bare lock lets a client that asks again at once barge ahead)
+    one, co = (Coalescer(sc.score, max_batch=n, lock=lock) for n in (1, cfg.concurrent))
     res: dict[str, Any] = {}
-    for name, fn in (("one_at_a_time", one), ("coalesced", lambda p: co(p)[0])):
+    for name, c in (("one_at_a_time", one), ("coalesced", co)):
         ctx.say(f"throughput: {cfg.concurrent} clients x {cfg.n_concurrent} requests, {name}")
-        res[name] = _crowd(ctx, fn, prompts, cfg.concurrent)
+        res[name] = _crowd(ctx, lambda p, c=c: c(p)[0], prompts, cfg.concurrent)
     a = np.asarray(res["one_at_a_time"].pop("outputs"), dtype=np.float64)
     b = np.asarray(res["coalesced"].pop("outputs"), dtype=np.float64)
     res["coalesced"]["passes"] = co.stats.summary()["sizes"]
