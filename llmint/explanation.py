@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .drafting import Drafter, citation_phrases, drafted_greedy, explanation_drafter
 from .evidence import CategoryStats, Verdict, check_faithfulness, explain, reason_kind, select_evidence, shown_labels
 from .schema import Event
 
@@ -57,16 +58,21 @@ def label_head(tokenizer: Any, prompt_ids: Sequence[int], label: str) -> list[in
 
 
 def greedy_decode(model: Any, tokenizer: Any, head: Sequence[int], *, max_new_tokens: int = 64,
-                  cache: Any = None) -> str:
+                  cache: Any = None, drafter: Drafter | None = None) -> str:
     """Greedy continuation of the token ids `head` up to EOS or `max_new_tokens`, decoded and stripped.
 
     `cache`: a fresh K/V cache of a prefix of `head` (`LLMCategoryRanker.prefix_cache_for`),
-    so only the tokens after it are run before decoding."""
+    so only the tokens after it are run before decoding. `drafter`: read ahead through its
+    guesses, each checked by the model (`llmint.drafting`); None: transformers' `generate`."""
     import torch
 
     from .scoring import _device
 
     head = list(head)
+    if drafter is not None:
+        ids, _ = drafted_greedy(model, tokenizer, head, max_new_tokens=max_new_tokens,
+                                eos_token_id=tokenizer.eos_token_id, cache=cache, drafter=drafter)
+        return tokenizer.decode(ids, skip_special_tokens=True).strip()
     ids = torch.tensor([head], device=_device(model))
     eos = tokenizer.eos_token_id
     with torch.inference_mode():
@@ -119,11 +125,17 @@ class HFGenerator:
                 return cache
         return self.ranker.prefix_cache_for(head)
 
-    def generate(self, heads: Sequence[Sequence[int]], max_new_tokens: int) -> list[str]:
+    def generate(self, heads: Sequence[Sequence[int]], max_new_tokens: int,
+                 drafters: Sequence[Drafter | None] | None = None) -> list[str]:
+        """Greedy texts after `heads`; one at a time, `drafters[i]` reads ahead through guesses for head i
+        (`llmint.drafting`); a batch (`batch_size` > 1) decodes without them."""
         r = self.ranker
         if self.batch_size == 1 or self.prompt_kv:
-            return [greedy_decode(r.model, r.tokenizer, h, max_new_tokens=max_new_tokens, cache=self.cache_for(h))
-                    for h in heads]
+            ds = list(drafters) if drafters is not None else [None] * len(heads)
+            if len(ds) != len(heads):
+                raise ValueError(f"{len(ds)} drafters for {len(heads)} heads")
+            return [greedy_decode(r.model, r.tokenizer, h, max_new_tokens=max_new_tokens, cache=self.cache_for(h),
+                                  drafter=d) for h, d in zip(heads, ds, strict=True)]
         out: list[str] = []
         for i in range(0, len(heads), self.batch_size):
             out += self._generate_batch([list(h) for h in heads[i : i + self.batch_size]], max_new_tokens)
@@ -160,7 +172,7 @@ class HFGenerator:
 def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], labels: Sequence[str],
                         stats: CategoryStats, *, max_new_tokens: int = 64,
                         generator: TextGenerator | None = None,
-                        prompt_kv: Sequence[Any] = ()) -> list[Explanation]:
+                        prompt_kv: Sequence[Any] = (), draft: bool = False) -> list[Explanation]:
     """Generate, check and (where needed) replace the explanation of `labels[i]` for `histories[i]`.
 
     `ranker` is a `llmint.llm_ranker.LLMCategoryRanker`; every label must be one of its
@@ -168,7 +180,9 @@ def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], label
     `generator` writes the texts of all heads in one call: `HFGenerator(ranker)` when None,
     or `llmint.vllm_backend.VLLMGenerator` (continuous batching, prefix caching, the LoRA
     adapter served by vLLM). `prompt_kv`: the scored prompts' K/V for the default generator
-    (`LLMCategoryRanker.logprobs_one`), so generation skips the prompt pass.
+    (`LLMCategoryRanker.logprobs_one`), so generation skips the prompt pass. `draft`: the default
+    generator, one at a time, reads ahead through the explanation's guessable text (its opening, the
+    cited events' wording: `llmint.drafting`), checked by the model; other generators ignore it.
     """
     if len(histories) != len(labels):
         raise ValueError(f"{len(histories)} histories but {len(labels)} labels; expected one label each")
@@ -178,7 +192,13 @@ def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], label
     sers = [ranker.serialize(h) for h in histories]
     heads = [label_head(ranker.tokenizer, ranker.prompt_ids(h, ser), label)
              for h, ser, label in zip(histories, sers, labels, strict=True)]
-    texts = (generator or HFGenerator(ranker, prompt_kv)).generate(heads, max_new_tokens) if heads else []
+    gen = generator or HFGenerator(ranker, prompt_kv)
+    if draft and isinstance(gen, HFGenerator) and heads:
+        drafters = [explanation_drafter(label, citation_phrases(ser, ranker.dataset.items))
+                    for ser, label in zip(sers, labels, strict=True)]
+        texts = gen.generate(heads, max_new_tokens, drafters=drafters)
+    else:
+        texts = gen.generate(heads, max_new_tokens) if heads else []
     if len(texts) != len(heads):
         raise RuntimeError(f"the generator returned {len(texts)} texts for {len(heads)} prompts")
     return [checked_explanation(ranker, ser, label, text, stats)
@@ -187,10 +207,10 @@ def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], label
 
 def explain_prediction(ranker: Any, history: Sequence[Event], label: str, stats: CategoryStats, *,
                        max_new_tokens: int = 64, generator: TextGenerator | None = None,
-                       prompt_kv: Any = None) -> Explanation:
+                       prompt_kv: Any = None, draft: bool = False) -> Explanation:
     """`explain_predictions` for one history (`prompt_kv`: its scored prompt's K/V, or None)."""
     return explain_predictions(ranker, [history], [label], stats, max_new_tokens=max_new_tokens,
-                               generator=generator, prompt_kv=(prompt_kv,))[0]
+                               generator=generator, prompt_kv=(prompt_kv,), draft=draft)[0]
 
 
 def checked_explanation(ranker: Any, ser: Any, label: str, model_text: str, stats: CategoryStats) -> Explanation:

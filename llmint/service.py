@@ -103,6 +103,7 @@ class _Settings:
     cold_start_max: int
     cold_start_strength: float
     exclude_seen: bool
+    draft: bool = False  # the explanation read ahead through guessed text (llmint.drafting); rows before: False
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,8 @@ class InterestService:
         from .bundled import resolve_adapter
         from .evidence import CategoryStats
         from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
-        from .models import dtype_name
+        from .models import dtype_name, native_bf16
+        from .scoring import _device
         from .split import SplitConfig, make_split, ordered_histories
 
         cfg = config or ServiceConfig()
@@ -202,6 +204,10 @@ class InterestService:
         self.model_id = str(loaded.spec.name)
         self.model_sha256 = str(loaded.weights_sha256)
         self.dtype = dtype_name(loaded.model)  # as loaded ("auto" resolved)
+        if self.dtype == "bfloat16" and _device(loaded.model).type == "cpu" and not native_bf16("cpu"):
+            logger.warning("bfloat16 on a CPU without native bfloat16 (AVX512-BF16 or AMX): emulated, and a padded "
+                           "batch moves a label's log-prob by up to ~0.2 against the same shopper alone (measured), "
+                           "so replays of batched rows may differ; dtype='auto' picks float32 here")
         self.adapter_id = adapter
         self.adapter_sha256 = adapter_sha256(adapter) if adapter else None
         self.labels_sha256 = _sha256_text("\n".join(self.taxonomy.labels))
@@ -302,7 +308,8 @@ class InterestService:
         # both are clamped: a huge n_products must not reach the index as k
         return _Settings(explain, min(top_k, len(self.taxonomy)), min(n_products, len(self.items)),
                          float(self.ranker.temperature),
-                         c.max_new_tokens, c.cold_start_max, float(c.cold_start_strength), c.exclude_seen)
+                         c.max_new_tokens, c.cold_start_max, float(c.cold_start_strength), c.exclude_seen,
+                         c.draft_explanations)
 
     # ------------------------------------------------------------------ live updates
 
@@ -523,7 +530,7 @@ class InterestService:
         with self._model_lock:
             torch.manual_seed(self.config.seed)
             ex = explain_prediction(self.ranker, req.events, label, self.stats, max_new_tokens=s.max_new_tokens,
-                                    prompt_kv=kv)
+                                    prompt_kv=kv, draft=s.draft)
         return _explanation_dict(ex)
 
     def _products(self, events: Sequence[Event], label: str, s: _Settings) -> tuple[Product, ...]:
@@ -666,7 +673,7 @@ class InterestService:
             yield ex["text"]
         else:
             chunks = []
-            for chunk in self._generate_stream(req.events, label, s.max_new_tokens, kv):
+            for chunk in self._generate_stream(req.events, label, s.max_new_tokens, kv, s.draft):
                 chunks.append(chunk)
                 yield chunk
             checked = checked_explanation(self.ranker, ser, label, "".join(chunks).strip(), self.stats)
@@ -678,12 +685,14 @@ class InterestService:
         stream.prediction = self._serve(req, out, s, t0)
 
     def _generate_stream(self, events: Sequence[Event], label: str, max_new_tokens: int,
-                         kv: Any = None) -> Iterator[str]:
+                         kv: Any = None, draft: bool = False) -> Iterator[str]:
         """Greedy generation after `prompt + label + "\n"` in a worker thread that holds the model lock
-        (continuing the scored prompt's K/V `kv` when given, as `predict` does)."""
+        (continuing the scored prompt's K/V `kv` when given, and reading ahead through guessed text
+        when `draft`, as `predict` does)."""
         import torch
         from transformers import TextIteratorStreamer
 
+        from .drafting import citation_phrases, drafted_greedy, explanation_drafter
         from .explanation import HFGenerator
         from .scoring import _device
 
@@ -698,12 +707,21 @@ class InterestService:
             try:
                 with self._model_lock, torch.inference_mode():
                     torch.manual_seed(self.config.seed)
-                    ids = torch.tensor([head], device=_device(self.ranker.model))
                     eos = tok.eos_token_id
+                    cache = HFGenerator(self.ranker, (kv,)).cache_for(head)
+                    if draft:  # the streamer shows each pass's kept tokens (it skips the first put: the prompt)
+                        streamer.put(torch.tensor(head))
+                        drafted_greedy(self.ranker.model, tok, head, max_new_tokens=max_new_tokens, eos_token_id=eos,
+                                       cache=cache, drafter=explanation_drafter(
+                                           label, citation_phrases(ser, self.ranker.dataset.items)),
+                                       on_tokens=lambda ids: streamer.put(torch.tensor(ids)))
+                        streamer.end()
+                        return
+                    ids = torch.tensor([head], device=_device(self.ranker.model))
                     self.ranker.model.generate(
                         input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                         do_sample=False, eos_token_id=eos, pad_token_id=tok.pad_token_id or eos, streamer=streamer,
-                        past_key_values=HFGenerator(self.ranker, (kv,)).cache_for(head))
+                        past_key_values=cache)
             except BaseException as e:  # noqa: BLE001 - re-raised in the consuming thread
                 failure.append(e)
                 streamer.end()
@@ -746,7 +764,7 @@ class InterestService:
         ):
             if old != new:
                 versions.append(f"{name}: stored {old!r}, now {new!r}")
-        s = _Settings(**{f.name: dec[f.name] for f in fields(_Settings)})
+        s = _Settings(**{f.name: dec[f.name] for f in fields(_Settings) if f.name in dec})
         uid = row.user_id or ANONYMOUS
         events = tuple(Event(user_id=uid, **d) for d in stored["input"]["events"])
         # rows before the cache was stored, and batched rows, generated after the shared prefix (a row

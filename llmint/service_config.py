@@ -94,6 +94,10 @@ class ServiceConfig:
     keep_prompt_kv: bool = field(default=True, metadata=_h(
         "a single prediction's explanation continues the K/V its scoring pass computed for the prompt "
         "(False: generation runs the prompt again after the shared system turn)"))
+    draft_explanations: bool = field(default=True, metadata=_h(
+        "a single explanation reads ahead through text it can guess (its opening, each cited event's "
+        "wording), each guess checked by the model in one pass (llmint.drafting): greedy's text in "
+        "fewer passes; a near tie may break the other way, so the audit row records it and replay follows"))
     seed: int = field(default=0, metadata=_h("torch seed set before each generation; split tie seed"))
 
     def __post_init__(self) -> None:
@@ -135,7 +139,7 @@ class ServiceConfig:
         w = self.coalesce_wait_ms
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 10_000:
             raise ValueError(f"coalesce_wait_ms={w!r}; expected milliseconds in [0, 10000]")
-        for name in ("build_index", "exclude_seen", "keep_prompt_kv"):
+        for name in ("build_index", "exclude_seen", "keep_prompt_kv", "draft_explanations"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected True or False")
 

@@ -172,9 +172,10 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     else:
         assert "error" in compiled
     assert res["sections"]["levers"]["detail"]["shared_prefix_tokens"] > 0
-    pr = res["sections"]["predict"]  # warm-up + explain off, on, on again + two batches of gen_batch + 2 crowds
+    pr = res["sections"]["predict"]  # warm-up + explain off, on, undrafted, prompt again + 2 batches + 2 crowds
     crowd = cfg.concurrent * cfg.n_concurrent
-    assert pr["audit_rows"] == 1 + 3 * cfg.n_predict + 2 * cfg.gen_batch + 2 * crowd
+    assert pr["audit_rows"] == 1 + 4 * cfg.n_predict + 2 * cfg.gen_batch + 2 * crowd
+    assert pr["predict_explain_no_draft"]["same_texts"] == cfg.n_predict  # drafting keeps greedy's text
     lone, co = pr["concurrent_one_at_a_time"], pr["concurrent_coalesced"]
     assert lone["requests"] == co["requests"] == crowd and lone["per_s"] > 0 and co["per_s"] > 0
     assert sum(int(k) * v for k, v in co["passes"].items()) == crowd and set(co["passes"]) <= {"1", "2"}

@@ -1,0 +1,106 @@
+"""Drafted greedy decoding: the guesses, and that checking them keeps greedy's text (real model and adapter)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from llmint import Event, Item
+from llmint.drafting import citation_phrases, drafted_greedy, explanation_drafter
+
+
+def test_the_drafter_guesses_the_opening_a_cited_events_wording_and_the_ending():
+    d = explanation_drafter("Office > Paper", {3: " bought Post-it Notes", 7: " rated Heat (4/5)"})
+    assert d("") == "Next interest: Office > Paper. Evidence: ["
+    assert d("Next interest: Off") == "ice > Paper. Evidence: ["
+    assert d("Next interest: Office > Paper. Evidence: [3]") == " bought Post-it Notes"
+    assert d("Next interest: Office > Paper. Evidence: [3] bought Post-it Notes") == " in this category."
+    assert d("... [3] bought Post-it Notes and [7]") == " rated Heat (4/5)"
+    assert d("Next interest: Office > Paper. Evidence: [12]") == ""  # not an event the prompt showed
+    assert d("Next interest: Office > Pens.") == ""  # the text left the opening: no guess
+    assert d("... [3] bought Post-it") == ""  # mid-wording
+
+
+def test_citation_phrases_word_each_shown_item_event_as_the_evidence_template_does():
+    items = {"A": Item("A", "Post-it Super Sticky Notes, 3 in x 3 in, Canary Yellow [12 Pads]", ("Office", "Paper")),
+             "B": Item("B", "Jackie Brown (1997)", ("Crime",))}
+    ser = SimpleNamespace(events=[Event("u", "A", "purchase", timestamp=1.0), Event("u", None, "search", timestamp=2.0,
+                                                                                  text="pens"),
+                                  Event("u", "B", "review", timestamp=3.0, rating=4.0)], positions=[4, 5, 6])
+    assert citation_phrases(ser, items) == {4: " bought Post-it Super Sticky Notes", 6: " rated Jackie Brown (4/5)"}
+
+
+@pytest.fixture(scope="module")
+def movielens_ranker(smollm2):
+    from llmint.bundled import bundled_adapter
+    from llmint.llm_ranker import LLMCategoryRanker, LLMRankerConfig
+    from llmint.loaders import load_dataset
+
+    ds = load_dataset("movielens")
+    adapter = bundled_adapter(None, "movielens")
+    return LLMCategoryRanker("draft", ds, ds.default_level, LLMRankerConfig(adapter=str(adapter)), loaded=smollm2)
+
+
+def _heads(r, users):
+    import numpy as np
+
+    from llmint.explanation import label_head
+    from llmint.split import ordered_histories
+
+    hist = ordered_histories(r.dataset.histories(), 0, 1000)
+    out = []
+    for u in users:
+        h = hist[u]
+        ser = r.serialize(h)
+        label = r.taxonomy.labels[int(np.argmax(r.logprobs([h])[0]))]
+        out.append((label_head(r.tokenizer, r.prompt_ids(h, ser), label), label, ser))
+    return out
+
+
+@pytest.mark.real
+def test_drafted_decoding_keeps_greedys_text_in_fewer_passes(movielens_ranker):
+    from llmint.explanation import greedy_decode
+
+    r, tok, n = movielens_ranker, movielens_ranker.tokenizer, 40
+    eos = tok.eos_token_id
+    for head, label, ser in _heads(r, ["1", "10", "100"]):
+        plain = greedy_decode(r.model, tok, head, max_new_tokens=n, cache=r.prefix_cache_for(head))
+        drafter = explanation_drafter(label, citation_phrases(ser, r.dataset.items))
+        ids, st = drafted_greedy(r.model, tok, head, max_new_tokens=n, eos_token_id=eos,
+                                 cache=r.prefix_cache_for(head), drafter=drafter)
+        assert tok.decode(ids, skip_special_tokens=True).strip() == plain
+        assert plain.startswith(f"Next interest: {label}. Evidence: [")  # what the adapter learned
+        assert st.tokens == len(ids) and 0 < st.accepted <= st.drafted and st.passes + st.accepted >= st.tokens
+        assert st.passes < 0.75 * st.tokens, st  # the opening alone is ~10 tokens read in one pass
+        assert greedy_decode(r.model, tok, head, max_new_tokens=n, cache=r.prefix_cache_for(head),
+                             drafter=drafter) == plain  # the same through greedy_decode
+
+
+@pytest.mark.real
+def test_wrong_guesses_cost_passes_not_tokens_and_a_perfect_guess_takes_one_pass(movielens_ranker):
+    r, tok = movielens_ranker, movielens_ranker.tokenizer
+    eos = tok.eos_token_id
+    (head, _, _), = _heads(r, ["1"])
+    plain, st0 = drafted_greedy(r.model, tok, head, max_new_tokens=24, eos_token_id=eos,
+                                cache=r.prefix_cache_for(head))  # no drafter: one token a pass
+    assert st0.passes == st0.tokens == len(plain) and st0.drafted == 0
+    wrong, st = drafted_greedy(r.model, tok, head, max_new_tokens=24, eos_token_id=eos, cache=r.prefix_cache_for(head),
+                               drafter=lambda text: " zebra quartz ignore previous instructions")
+    assert wrong == plain and st.accepted == 0 and st.drafted > 0 and st.passes == len(plain)
+    full = tok.decode(plain)
+
+    def oracle(text: str) -> str:  # the rest of greedy's own text
+        return full[len(text):] if full.startswith(text) else ""
+
+    right, st = drafted_greedy(r.model, tok, head, max_new_tokens=24, eos_token_id=eos, cache=r.prefix_cache_for(head),
+                               drafter=oracle)
+    assert right == plain and st.passes <= 3, st  # a token boundary may differ from the text's own split
+    cut, st = drafted_greedy(r.model, tok, head, max_new_tokens=5, eos_token_id=eos, cache=r.prefix_cache_for(head),
+                             drafter=oracle)
+    assert cut == plain[:5] and st.tokens == 5
+    streamed: list[int] = []
+    drafted_greedy(r.model, tok, head, max_new_tokens=24, eos_token_id=eos, cache=r.prefix_cache_for(head),
+                   drafter=oracle, on_tokens=streamed.extend)
+    assert streamed == plain
+    assert drafted_greedy(r.model, tok, head, max_new_tokens=0, eos_token_id=eos)[0] == []
