@@ -164,7 +164,9 @@ def explain_eval(dataset: str, level: int | None, llm_model: str | None, adapter
     except LlmintError as err:
         raise _fail(err) from err
     res = {"dataset": ds.name, "adapter": adapter, "backend": backend,
-           "gen_batch": gen_batch if backend == "transformers" else None, "temperature": ranker.temperature, **res}
+           "gen_batch": gen_batch if backend == "transformers" else None,
+           "drafted": backend == "transformers" and gen_batch == 1,  # llmint.drafting reads one at a time only
+           "temperature": ranker.temperature, **res}
     text = json.dumps(res, indent=2, ensure_ascii=False)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -282,13 +282,14 @@ def counterfactual(ranker: Any, histories: Sequence[Sequence[Event]], explanatio
 def evaluate_explanations(ranker: Any, cases: Sequence[Any], stats: CategoryStats, *, n: int = 100,
                           seed: int = 0, n_boot: int = 1000, n_examples: int = 3,
                           progress: Any = None, generator: TextGenerator | None = None,
-                          chunk: int = 16) -> dict[str, Any]:
+                          chunk: int = 16, draft: bool = True) -> dict[str, Any]:
     """Faithfulness figures on a seeded sample of `n` evaluation cases (`llmint.split.Case`).
 
     For each case the top category of the calibrated distribution is explained;
     reports the share of generated explanations that pass the check (and why the
     others fail), the share of served explanations that pass, the counterfactual
-    test on the served citations, and `n_examples` full examples.
+    test on the served citations, and `n_examples` full examples. `draft`: the default generator reads
+    ahead through guessed text, as the service does (`llmint.drafting`; greedy's text, fewer passes).
     """
     from collections import Counter
 
@@ -301,7 +302,7 @@ def evaluate_explanations(ranker: Any, cases: Sequence[Any], stats: CategoryStat
     for i in range(0, len(hists), chunk):  # `chunk` heads per generator call (a batch for vLLM)
         part = hists[i : i + chunk]
         tops = [labels[int(row.argmax())] for row in probs[i : i + chunk]]
-        exs += explain_predictions(ranker, part, tops, stats, generator=generator)
+        exs += explain_predictions(ranker, part, tops, stats, generator=generator, draft=draft)
         if progress:
             progress(len(part))
     reasons: Counter[str] = Counter()
