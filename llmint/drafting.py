@@ -69,6 +69,11 @@ def explanation_drafter(label: str, phrases: Mapping[int, str]) -> Drafter:
     return draft
 
 
+def drafter_for(ser: Any, label: str, items: Mapping[str, Any]) -> Drafter:
+    """The drafter of an explanation of `label` for the serialised history `ser` (its shown events' wording)."""
+    return explanation_drafter(label, citation_phrases(ser, items))
+
+
 @dataclass
 class DraftStats:
     """One drafted decode: model passes, tokens kept, guessed tokens checked and accepted."""
@@ -135,5 +140,5 @@ def drafted_greedy(model: Any, tokenizer: Any, head: Sequence[int], *, max_new_t
     return out, st
 
 
-__all__ = ["MAX_DRAFT_TOKENS", "DraftStats", "Drafter", "citation_phrases", "drafted_greedy",
+__all__ = ["MAX_DRAFT_TOKENS", "DraftStats", "Drafter", "citation_phrases", "drafted_greedy", "drafter_for",
            "explanation_drafter"]

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .drafting import Drafter, citation_phrases, drafted_greedy, explanation_drafter
+from .drafting import Drafter, drafted_greedy, drafter_for
 from .evidence import CategoryStats, Verdict, check_faithfulness, explain, reason_kind, select_evidence, shown_labels
 from .schema import Event
 
@@ -194,8 +194,7 @@ def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], label
              for h, ser, label in zip(histories, sers, labels, strict=True)]
     gen = generator or HFGenerator(ranker, prompt_kv)
     if draft and isinstance(gen, HFGenerator) and heads:
-        drafters = [explanation_drafter(label, citation_phrases(ser, ranker.dataset.items))
-                    for ser, label in zip(sers, labels, strict=True)]
+        drafters = [drafter_for(ser, label, ranker.dataset.items) for ser, label in zip(sers, labels, strict=True)]
         texts = gen.generate(heads, max_new_tokens, drafters=drafters)
     else:
         texts = gen.generate(heads, max_new_tokens) if heads else []

@@ -692,7 +692,7 @@ class InterestService:
         import torch
         from transformers import TextIteratorStreamer
 
-        from .drafting import citation_phrases, drafted_greedy, explanation_drafter
+        from .drafting import drafted_greedy, drafter_for
         from .explanation import HFGenerator
         from .scoring import _device
 
@@ -712,8 +712,7 @@ class InterestService:
                     if draft:  # the streamer shows each pass's kept tokens (it skips the first put: the prompt)
                         streamer.put(torch.tensor(head))
                         drafted_greedy(self.ranker.model, tok, head, max_new_tokens=max_new_tokens, eos_token_id=eos,
-                                       cache=cache, drafter=explanation_drafter(
-                                           label, citation_phrases(ser, self.ranker.dataset.items)),
+                                       cache=cache, drafter=drafter_for(ser, label, self.ranker.dataset.items),
                                        on_tokens=lambda ids: streamer.put(torch.tensor(ids)))
                         streamer.end()
                         return
