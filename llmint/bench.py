@@ -85,6 +85,9 @@ class BenchConfig:
     gen_batch: int = field(default=8, metadata=_h(
         "explanations decoded together vs one at a time (HFGenerator batch_size; same heads, same texts)"))
     no_cache_tokens: int = field(default=8, metadata=_h("new tokens of the no-cache baseline (1 shopper)"))
+    n_draft: int = field(default=4, metadata=_h(
+        "generation: explanations (the dataset's bundled adapter, to its end) drafted vs one token a pass "
+        "(llmint.drafting; 0: skipped)"))
     n_predict: int = field(default=3, metadata=_h("shoppers sent through InterestService.predict"))
     concurrent: int = field(default=4, metadata=_h(
         "client threads calling predict(explain=False) at once: one pass each vs coalesced (coalesce_max)"))
@@ -128,6 +131,7 @@ class BenchConfig:
             _check_int(name, getattr(self, name), 1)
         _check_int("torch_threads", self.torch_threads, 0)
         _check_int("prep_workers", self.prep_workers, 0)
+        _check_int("n_draft", self.n_draft, 0)
         for name in ("history_tokens", "batch_sizes", "threads"):
             for v in getattr(self, name):
                 _check_int(name, v, 1)

@@ -20,6 +20,8 @@ import numpy as np
 
 from .bench import BenchConfig, ratio, row
 
+EXPLAIN_TOKENS = 64  # an explanation's token cap in the generation section's drafted row (the service's default)
+
 
 def _ms(xs: list[float]) -> dict[str, float]:
     a = np.asarray(xs, dtype=np.float64) * 1000.0
@@ -582,6 +584,7 @@ def generation(ctx: Context) -> dict[str, Any]:
                "same_texts": sum(a == b for a, b in zip(one_texts, many_texts, strict=True)),
                "explanations_per_s": round(len(batch_heads) / max(t2 - t1, 1e-9), 3),
                "one_at_a_time_per_s": round(len(batch_heads) / max(t1 - t0, 1e-9), 3)}
+    drafted = _drafted_explanations(ctx)
     ctx.say(f"generation, {cfg.no_cache_tokens} tokens without the cache (baseline)")
     t0, times, toks = _generate(ctx, heads[0], cfg.no_cache_tokens, False)
     nc_ttft = times[0] - t0
@@ -604,14 +607,72 @@ def generation(ctx: Context) -> dict[str, Any]:
                 better="higher"),
             row("generation", f"explanation of {cfg.gen_tokens} tokens, total",
                 round(ttft_ms["p50_ms"] + 1000 * (cfg.gen_tokens - 1) / tps, 1), "ms")]
+    if "drafted" in drafted:
+        d = drafted
+        rows.append(row("generation", f"explanation to its end, drafted ({d['tokens_per_pass']} tokens a pass; "
+                        f"{d['same_texts']}/{d['n']} same texts), p50", d["drafted"]["p50_ms"], "ms",
+                        "one token a pass (transformers generate)", d["generate"]["p50_ms"]))
     return {"ttft": ttft_ms, "tokens_per_s": tps, "no_cache": {"ttft_ms": round(nc_ttft * 1000, 1),
             "tokens_per_s": round(nc_rate, 3), "tokens": len(toks), "same_tokens_as_cached": same},
             "prefix_ttft": {**_ms(pre_ttft), "prefix_tokens": pre_len, "same_first_tokens": pre_same},
             "kept_kv_ttft": {**_ms(kv_ttft), "label_line_tokens": len(tail), "same_first_tokens": kv_same},
-            "batched": batched,
+            "batched": batched, "drafted": drafted,
             "prompt_tokens": [len(h) for h in heads], "label": label, "rows": rows,
             "note": f"greedy, fixed {cfg.gen_tokens} new tokens (min_new_tokens); the no-cache baseline generates "
                     f"{cfg.no_cache_tokens} tokens and {'matches' if same else 'DIFFERS from'} the cached ones"}
+
+
+def _drafted_explanations(ctx: Context) -> dict[str, Any]:
+    """The dataset's bundled adapter explains its top category for `n_draft` shoppers to the end (up to
+    `EXPLAIN_TOKENS`, as the service does), reading ahead through guessed text (`llmint.drafting`) vs
+    one token a pass: transformers' `generate` (the service's path without drafting) and the drafted
+    loop without guesses (the same loop); interleaved per shopper, after one warm-up shopper."""
+    from .bundled import bundled_adapter
+    from .drafting import drafted_greedy, drafter_for
+    from .evidence import CategoryStats
+    from .explanation import greedy_decode, label_head
+    from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
+
+    cfg = ctx.cfg
+    adapter = bundled_adapter(cfg.model, ctx.ds.name)
+    if cfg.n_draft == 0 or adapter is None:
+        return {"skipped": "n_draft is 0" if cfg.n_draft == 0 else f"no bundled adapter for {ctx.ds.name}"}
+    ctx.say(f"generation, {cfg.n_draft} explanations drafted vs one token a pass ({adapter.name})")
+    r = LLMCategoryRanker("bench-draft", ctx.ds, cfg.level or ctx.ds.default_level,
+                          LLMRankerConfig(model=cfg.model, adapter=str(adapter), device=cfg.device, dtype=cfg.dtype),
+                          loaded=ctx.loaded)
+    stats = CategoryStats.from_sequences(ctx.split.train.values(), ctx.ds.items, r.taxonomy)
+    tok, eos = r.tokenizer, r.tokenizer.eos_token_id
+    times: dict[str, list[float]] = {"generate": [], "loop": [], "drafted": []}
+    same = tokens = passes = drafted = accepted = 0
+    for i, h in enumerate(ctx.histories(cfg.n_draft + 1)):  # the first shopper warms up
+        ser = r.serialize(h)
+        row_, kv = r.logprobs_one(h)
+        label = r.taxonomy.labels[int(np.argmax(row_))]
+        head = label_head(tok, r.prompt_ids(h, ser), label)
+        out: dict[str, Any] = {}
+        for kind in times:
+            ctx.sync()
+            t0 = time.perf_counter()
+            if kind == "generate":
+                out[kind] = greedy_decode(r.model, tok, head, max_new_tokens=EXPLAIN_TOKENS, cache=kv.cache_for(head))
+            else:
+                out[kind] = drafted_greedy(r.model, tok, head, max_new_tokens=EXPLAIN_TOKENS, eos_token_id=eos,
+                                           cache=kv.cache_for(head),
+                                           drafter=drafter_for(r, ser, label, stats) if kind == "drafted" else None)
+            ctx.sync()
+            if i:
+                times[kind].append(time.perf_counter() - t0)
+        if i:
+            ids, st = out["drafted"]
+            same += tok.decode(ids, skip_special_tokens=True).strip() == out["generate"] and ids == out["loop"][0]
+            tokens, passes = tokens + st.tokens, passes + st.passes
+            drafted, accepted = drafted + st.drafted, accepted + st.accepted
+    del r
+    ctx.free()
+    return {"adapter": adapter.name, "n": cfg.n_draft, "max_new_tokens": EXPLAIN_TOKENS, "same_texts": same,
+            "tokens": tokens, "passes": passes, "tokens_per_pass": round(tokens / max(passes, 1), 2),
+            "guessed": drafted, "accepted": accepted, **{k: _ms(v) for k, v in times.items()}}
 
 
 # ------------------------------------------------------------------------------------------ predict

@@ -235,6 +235,8 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
 @click.option("--gen-tokens", type=int, default=32, show_default=True, help="New tokens per explanation.")
 @click.option("--gen-batch", type=int, default=8, show_default=True,
               help="Explanations decoded together, timed against the same ones one at a time.")
+@click.option("--n-draft", type=int, default=4, show_default=True,
+              help="Explanations (the dataset's bundled adapter) decoded drafted vs one token a pass (0: skip).")
 @click.option("--prep-workers", type=int, default=2, show_default=True,
               help="Throughput: prompts also built by this many worker processes vs in the scoring process (0: skip).")
 @click.option("--n-prep", type=int, default=512, show_default=True, help="Shoppers per prompt-building run.")
@@ -255,7 +257,7 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
           history_tokens: tuple[int, ...], n_shoppers: int, batch: int, naive_labels: int,
           batch_sizes: tuple[int, ...], n_throughput: int, threads: tuple[int, ...], torch_threads: int,
           compile_modes: tuple[str, ...], dtype_lever: bool, graph_bucket: int, gen_tokens: int, gen_batch: int,
-          prep_workers: int, n_prep: int, concurrent: int, n_concurrent: int, index_size: int,
+          n_draft: int, prep_workers: int, n_prep: int, concurrent: int, n_concurrent: int, index_size: int,
           lora_dataset: str, lora_steps: int,
           lora_batch: int, sections: tuple[str, ...], out: Path) -> None:
     """Speed of every part (scoring, throughput, generation, predict, index, LoRA), each vs a same-run baseline."""
@@ -269,7 +271,7 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
                           naive_labels=naive_labels or None, batch_sizes=batch_sizes, n_throughput=n_throughput,
                           threads=threads, torch_threads=torch_threads, compile=compile_modes, dtype_lever=dtype_lever,
                           graph_bucket=graph_bucket, gen_tokens=gen_tokens, gen_batch=gen_batch,
-                          prep_workers=prep_workers, n_prep=n_prep, concurrent=concurrent,
+                          n_draft=n_draft, prep_workers=prep_workers, n_prep=n_prep, concurrent=concurrent,
                           n_concurrent=n_concurrent, index_size=index_size,
                           lora_dataset=lora_dataset, lora_steps=lora_steps,
                           lora_batch=lora_batch, sections=sections or SECTIONS)

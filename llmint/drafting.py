@@ -14,14 +14,19 @@ sums run over several positions at once instead of one, so a near tie between tw
 break the other way (as between batch sizes); the service records whether an explanation was
 drafted, and replay follows the record.
 
+The guesses, in order of trust: the grounded evidence template's own wordings of the predicted
+category (`llmint.evidence.wordings`, what fine-tuning taught), while the text still follows one of
+them; else the wording of the event the text just cited (or of another shown event: the model
+sometimes cites a neighbour's title); else the usual opening.
+
 Example:
-    >>> draft = explanation_drafter("Comedy", {3: " rated Heat (4/5)"})
+    >>> draft = explanation_drafter("Comedy", {2: (" rated Babe (5/5)",), 3: (" rated Heat (4/5)",)})
     >>> draft("Next interest: Com")
     'edy. Evidence: ['
-    >>> draft("Next interest: Comedy. Evidence: [3]")
-    ' rated Heat (4/5)'
-    >>> draft("Next interest: Comedy. Evidence: [3] rated Heat (4/5)")
-    ' in this category.'
+    >>> draft("Next interest: Comedy. Evidence: [3")
+    '] rated Heat (4/5) in this category.'
+    >>> draft("Next interest: Comedy. Evidence: [3] rated Heat (4/5) and")
+    ' [2] rated Babe (5/5) in this category.'
 """
 
 from __future__ import annotations
@@ -31,47 +36,120 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .evidence import Citation, _event_phrase, short_title
+from .evidence import (
+    _UNSAFE,
+    VERBS,
+    CategoryStats,
+    Evidence,
+    _rating,
+    select_evidence,
+    short_title,
+    shown_labels,
+    wordings,
+)
 
 Drafter = Callable[[str], str]  # the text generated so far -> a guess of what follows ("" for none)
 
 MAX_DRAFT_TOKENS = 32  # the most guessed tokens one pass checks
-_CITED = re.compile(r"\[(\d+)\]$")
+ENDING = " in this category."
+_NUMBER = re.compile(r"\[(\d+)$")  # "[12": a citation being written
+_CITED = re.compile(r"\[(\d+)\]")
+_RATING = re.compile(r" \(\d(\.\d)?$")  # " (4": a rating being written
 
 
-def citation_phrases(ser: Any, items: Mapping[str, Any]) -> dict[int, str]:
-    """For each event of the serialised history `ser` that names a catalogue item: what follows its
-    "[n]" in the evidence template's richest wording (" rated Heat (4/5)", " bought Swingline Stapler")."""
-    out: dict[int, str] = {}
+def citation_wordings(ser: Any, items: Mapping[str, Any]) -> dict[int, tuple[str, ...]]:
+    """For each event of the serialised history `ser` that names a catalogue item: what may follow
+    its "[n]", richest first: the evidence template's wordings (the title cut to 6, 4 and 3 words:
+    " rated Heat (4/5)", " bought Swingline Stapler"), then the title as far as its first
+    separator, then the whole title (as the model sometimes copies it from the prompt); a rated
+    event's wordings come again without the rating, up to its " (" (the model may state another)."""
+    out: dict[int, tuple[str, ...]] = {}
     for e, p in zip(ser.events, ser.positions, strict=True):
         item = items.get(e.item_id) if e.item_id else None
-        if item is not None:
-            phrase = _event_phrase(Citation(p, e.action, short_title(item.title), "", e.rating, "target"), 6)
-            out[p] = phrase[len(f"[{p}]"):]
+        if item is None:
+            continue
+        verb = "rated" if e.action == "review" and e.rating is not None else VERBS.get(e.action, e.action)
+        titles = [short_title(item.title, max_words=w) for w in (6, 4, 3)]
+        titles += [short_title(item.title, max_words=24, max_chars=160), " ".join(_UNSAFE.sub(" ", item.title).split())]
+        phrases = [f" {verb} {t}{_rating(e.rating)}" for t in titles if t]
+        if e.rating is not None:
+            phrases += [f" {verb} {t} (" for t in titles if t]
+        out[p] = tuple(dict.fromkeys(phrases))
     return out
 
 
-def explanation_drafter(label: str, phrases: Mapping[int, str]) -> Drafter:
-    """Guesses for an explanation of `label`: the opening, an event's wording after its "[n]"
-    (`phrases`, from `citation_phrases`), and " in this category." after that wording."""
+def explanation_drafter(label: str, phrases: Mapping[int, Sequence[str]], templates: Sequence[str] = (),
+                        end: str = "", in_label: Sequence[int] = ()) -> Drafter:
+    """Guesses for an explanation of `label`: the rest of the first of `templates` (whole explanations,
+    richest first) that the text so far still follows; else, after a citation "[n" or "[n]", the
+    rest of the first wording in `phrases` (from `citation_wordings`: n's own, then any shown
+    event's) that the text after "[n]" follows, then " in this category." or a second citation
+    (the latest event before n of `in_label`, the shown events in `label`, else n - 1); else the
+    opening "Next interest: <label>. Evidence: [". `end`: the text of the end-of-sequence token,
+    guessed after a finished explanation ("": not guessed)."""
     opening = f"Next interest: {label}. Evidence: ["
-    endings = {f"[{p}]{w}": p for p, w in phrases.items()}
+    close = ENDING + end
+    whole = [t + end for t in templates]
+    first = {p: ws[0] for p, ws in phrases.items() if ws}
+
+    def second(p: int) -> str:  # " and [m] <m's wording> in this category."
+        m = max((q for q in in_label if q < p), default=p - 1)
+        return f" and [{m}]" + (first[m] + close if m in first else "")
+
+    own: dict[int, list[str]] = {}
+    for p, ws in phrases.items():  # a whole wording ends the explanation or goes on to a second citation
+        own[p] = [c for w in ws for c in ((w,) if w.endswith(" (") else (w + close, w + second(p)))]
+    anyone = list(dict.fromkeys(c for p in sorted(own, reverse=True) for c in own[p]))  # newest events first
+
+    def rest(text: str, options: Sequence[str]) -> str:
+        for c in options:
+            if len(c) > len(text) and c.startswith(text):
+                return c[len(text):]
+        return ""
 
     def draft(text: str) -> str:
-        if opening.startswith(text):
-            return opening[len(text):]
-        m = _CITED.search(text)
+        guess = rest(text, whole) or (opening[len(text):] if opening.startswith(text) else "")
+        if guess:
+            return guess
+        if _RATING.search(text):  # a rating other than the event's: "(4" -> "/5) in this category."
+            return "/5)" + close
+        m = _NUMBER.search(text)
         if m is not None:
-            return phrases.get(int(m.group(1)), "")
-        tail = text[text.rfind("[") :] if "[" in text else ""
-        return " in this category." if tail in endings else ""
+            w = first.get(int(m.group(1)))
+            return "]" + (w + close if w else "")
+        start = text.rfind("[")
+        m = _CITED.match(text, start) if start >= 0 else None
+        if m is None:
+            return ""
+        said, n = text[m.end():], int(m.group(1))
+        guess = rest(said, own.get(n, ())) or (rest(said, anyone) if said else "")
+        if guess or not said:
+            return guess
+        if said.endswith(" and"):  # a wording of the model's own, then a second citation
+            return second(n)[len(" and"):]
+        for k in range(len(close) - 1, 2, -1):  # ... " in" -> " this category."
+            if said.endswith(close[:k]):
+                return close[k:]
+        return ""
 
     return draft
 
 
-def drafter_for(ser: Any, label: str, items: Mapping[str, Any]) -> Drafter:
-    """The drafter of an explanation of `label` for the serialised history `ser` (its shown events' wording)."""
-    return explanation_drafter(label, citation_phrases(ser, items))
+def drafter_for(ranker: Any, ser: Any, label: str, stats: CategoryStats | None = None) -> Drafter:
+    """The drafter of an explanation of `label` for the serialised history `ser` of `ranker`'s
+    dataset: its shown events' wordings and, given the training split's `stats`, the evidence
+    template's explanations of `label` (what the fallback would serve)."""
+    items, tok = ranker.dataset.items, ranker.tokenizer
+    templates: list[str] = []
+    if stats is not None:
+        ev = select_evidence(ser.events, ser.positions, items, ranker.taxonomy, label, stats)
+        templates = wordings(ev)
+        if ev.citations:  # the model may still say that nothing shown is in the category
+            templates += wordings(Evidence(label, (), None, ev.n_shown, ev.popularity_share, ev.popularity_rank))
+    labels = shown_labels(ser.events, ser.positions, items, ranker.taxonomy)
+    in_label = [p for p, labs in labels.items() if label in labs]
+    return explanation_drafter(label, citation_wordings(ser, items), templates, end=tok.eos_token or "",
+                               in_label=in_label)
 
 
 @dataclass
@@ -140,5 +218,5 @@ def drafted_greedy(model: Any, tokenizer: Any, head: Sequence[int], *, max_new_t
     return out, st
 
 
-__all__ = ["MAX_DRAFT_TOKENS", "DraftStats", "Drafter", "citation_phrases", "drafted_greedy", "drafter_for",
+__all__ = ["ENDING", "MAX_DRAFT_TOKENS", "DraftStats", "Drafter", "citation_wordings", "drafted_greedy", "drafter_for",
            "explanation_drafter"]

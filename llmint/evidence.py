@@ -321,23 +321,14 @@ def approx_tokens(text: str) -> int:
     return len(re.findall(r"\w+|[^\w\s]", text))
 
 
-def explain(
-    ev: Evidence,
-    *,
-    max_tokens: int = 60,
-    count_tokens: Callable[[str], int] | None = None,
-) -> str:
-    """Word `ev` as one short explanation that names the category and cites events as "[n]".
-
-    Tries richer wordings first and returns the first within `max_tokens`
-    (counted with `count_tokens`, default `approx_tokens`), else the shortest.
+def wordings(ev: Evidence) -> list[str]:
+    """Every wording of `ev` that `explain` chooses from, richest first (duplicates dropped).
 
     Example:
         >>> c = Citation(3, "purchase", "Swingline Stapler", "Office > Staplers", None, "target")
-        >>> explain(Evidence("Office > Staplers", (c,), None, 4, 0.1, 2))
-        'Next interest: Office > Staplers. Evidence: [3] bought Swingline Stapler in this category.'
+        >>> wordings(Evidence("Office > Staplers", (c,), None, 4, 0.1, 2))[-1]
+        'Next interest: Office > Staplers. Evidence: [3] bought an item in this category.'
     """
-    count = count_tokens or approx_tokens
     head = f"Next interest: {ev.category}. Evidence: "
     target = [c for c in ev.citations if c.role == "target"]
     lead = [c for c in ev.citations if c.role == "lead-in"]
@@ -366,7 +357,30 @@ def explain(
                 f"often leads to it; it holds {_pct(ev.popularity_share)} of training "
                 f"events (popularity rank {ev.popularity_rank})"
             )
-        candidates.append(head + "; ".join(parts) + ".")
+        text = head + "; ".join(parts) + "."
+        if text not in candidates:
+            candidates.append(text)
+    return candidates
+
+
+def explain(
+    ev: Evidence,
+    *,
+    max_tokens: int = 60,
+    count_tokens: Callable[[str], int] | None = None,
+) -> str:
+    """Word `ev` as one short explanation that names the category and cites events as "[n]".
+
+    Tries richer wordings first (`wordings`) and returns the first within `max_tokens`
+    (counted with `count_tokens`, default `approx_tokens`), else the shortest.
+
+    Example:
+        >>> c = Citation(3, "purchase", "Swingline Stapler", "Office > Staplers", None, "target")
+        >>> explain(Evidence("Office > Staplers", (c,), None, 4, 0.1, 2))
+        'Next interest: Office > Staplers. Evidence: [3] bought Swingline Stapler in this category.'
+    """
+    count = count_tokens or approx_tokens
+    candidates = wordings(ev)
     for text in candidates:
         if count(text) <= max_tokens:
             return text
@@ -562,4 +576,5 @@ __all__ = [
     "select_evidence",
     "short_title",
     "shown_labels",
+    "wordings",
 ]

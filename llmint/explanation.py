@@ -181,8 +181,9 @@ def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], label
     or `llmint.vllm_backend.VLLMGenerator` (continuous batching, prefix caching, the LoRA
     adapter served by vLLM). `prompt_kv`: the scored prompts' K/V for the default generator
     (`LLMCategoryRanker.logprobs_one`), so generation skips the prompt pass. `draft`: the default
-    generator, one at a time, reads ahead through the explanation's guessable text (its opening, the
-    cited events' wording: `llmint.drafting`), checked by the model; other generators ignore it.
+    generator, one at a time, reads ahead through the explanation's guessable text (the evidence
+    template's wordings, the cited events' titles: `llmint.drafting`), checked by the model; other
+    generators ignore it.
     """
     if len(histories) != len(labels):
         raise ValueError(f"{len(histories)} histories but {len(labels)} labels; expected one label each")
@@ -194,7 +195,7 @@ def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], label
              for h, ser, label in zip(histories, sers, labels, strict=True)]
     gen = generator or HFGenerator(ranker, prompt_kv)
     if draft and isinstance(gen, HFGenerator) and heads:
-        drafters = [drafter_for(ser, label, ranker.dataset.items) for ser, label in zip(sers, labels, strict=True)]
+        drafters = [drafter_for(ranker, ser, label, stats) for ser, label in zip(sers, labels, strict=True)]
         texts = gen.generate(heads, max_new_tokens, drafters=drafters)
     else:
         texts = gen.generate(heads, max_new_tokens) if heads else []

@@ -712,7 +712,7 @@ class InterestService:
                     if draft:  # the streamer shows each pass's kept tokens (it skips the first put: the prompt)
                         streamer.put(torch.tensor(head))
                         drafted_greedy(self.ranker.model, tok, head, max_new_tokens=max_new_tokens, eos_token_id=eos,
-                                       cache=cache, drafter=drafter_for(ser, label, self.ranker.dataset.items),
+                                       cache=cache, drafter=drafter_for(self.ranker, ser, label, self.stats),
                                        on_tokens=lambda ids: streamer.put(torch.tensor(ids)))
                         streamer.end()
                         return

@@ -7,28 +7,51 @@ from types import SimpleNamespace
 import pytest
 
 from llmint import Event, Item
-from llmint.drafting import citation_phrases, drafted_greedy, explanation_drafter
+from llmint.drafting import citation_wordings, drafted_greedy, drafter_for, explanation_drafter
 
 
 def test_the_drafter_guesses_the_opening_a_cited_events_wording_and_the_ending():
-    d = explanation_drafter("Office > Paper", {3: " bought Post-it Notes", 7: " rated Heat (4/5)"})
+    heat = (" rated Heat (4/5)", " rated Heat (")
+    d = explanation_drafter("Office > Paper", {3: (" bought Post-it Notes",), 7: heat})
     assert d("") == "Next interest: Office > Paper. Evidence: ["
     assert d("Next interest: Off") == "ice > Paper. Evidence: ["
-    assert d("Next interest: Office > Paper. Evidence: [3]") == " bought Post-it Notes"
-    assert d("Next interest: Office > Paper. Evidence: [3] bought Post-it Notes") == " in this category."
-    assert d("... [3] bought Post-it Notes and [7]") == " rated Heat (4/5)"
+    assert d("Next interest: Office > Paper. Evidence: [3") == "] bought Post-it Notes in this category."
+    assert d("Next interest: Office > Paper. Evidence: [3]") == " bought Post-it Notes in this category."
+    assert d("Next interest: Office > Paper. Evidence: [3] bought Post-it") == " Notes in this category."
+    assert d("... [3] bought Post-it Notes and [7]") == " rated Heat (4/5) in this category."
+    assert d("... [7] rated Heat (4/5) and") == " [6]"  # no event before 7 in the category: the one before
+    assert d("... [7] rated Heat (2") == "/5) in this category."  # the model states another rating
+    assert d("... [3] bought Notes of my own in") == " this category."
+    assert d("... [3] bought Heat") == ""  # Heat is 7's
     assert d("Next interest: Office > Paper. Evidence: [12]") == ""  # not an event the prompt showed
+    assert d("Next interest: Office > Paper. Evidence: [12") == "]"
     assert d("Next interest: Office > Pens.") == ""  # the text left the opening: no guess
-    assert d("... [3] bought Post-it") == ""  # mid-wording
 
 
-def test_citation_phrases_word_each_shown_item_event_as_the_evidence_template_does():
+def test_the_drafter_follows_the_evidence_templates_while_the_text_does_and_guesses_the_end_token():
+    first = "Next interest: Comedy. Evidence: [9] rated Babe (5/5) and [4] rated Heat (4/5) in this category."
+    short = "Next interest: Comedy. Evidence: [9] rated Babe (5/5) in this category."
+    d = explanation_drafter("Comedy", {4: (" rated Heat (4/5)",), 9: (" rated Babe (5/5)",)}, [first, short],
+                            end="<|im_end|>", in_label=[2, 4, 9])
+    assert d("") == first + "<|im_end|>"
+    assert d("Next interest: Comedy. Evidence: [9] rated Babe (5/5) in") == " this category.<|im_end|>"  # the second
+    assert d("Next interest: Comedy. Evidence: [8") == "]"  # left both templates; 8 names no item
+    assert d("... [9] rated Babe (5/5) and") == " [4] rated Heat (4/5) in this category.<|im_end|>"  # 4: in Comedy
+    assert d("... [4] rated Heat (4/5) and") == " [2]"
+
+
+def test_citation_wordings_word_each_shown_item_event_as_the_evidence_template_does_then_longer():
     items = {"A": Item("A", "Post-it Super Sticky Notes, 3 in x 3 in, Canary Yellow [12 Pads]", ("Office", "Paper")),
              "B": Item("B", "Jackie Brown (1997)", ("Crime",))}
     ser = SimpleNamespace(events=[Event("u", "A", "purchase", timestamp=1.0), Event("u", None, "search", timestamp=2.0,
                                                                                   text="pens"),
                                   Event("u", "B", "review", timestamp=3.0, rating=4.0)], positions=[4, 5, 6])
-    assert citation_phrases(ser, items) == {4: " bought Post-it Super Sticky Notes", 6: " rated Jackie Brown (4/5)"}
+    w = citation_wordings(ser, items)
+    assert set(w) == {4, 6}
+    assert w[4] == (" bought Post-it Super Sticky Notes", " bought Post-it Super Sticky",
+                    " bought Post-it Super Sticky Notes, 3 in x 3 in, Canary Yellow 12 Pads")
+    assert w[6] == (" rated Jackie Brown (4/5)", " rated Jackie Brown (1997) (4/5)",  # the whole title last
+                    " rated Jackie Brown (", " rated Jackie Brown (1997) (")  # then without the rating
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +63,15 @@ def movielens_ranker(smollm2):
     ds = load_dataset("movielens")
     adapter = bundled_adapter(None, "movielens")
     return LLMCategoryRanker("draft", ds, ds.default_level, LLMRankerConfig(adapter=str(adapter)), loaded=smollm2)
+
+
+@pytest.fixture(scope="module")
+def movielens_stats(movielens_ranker):
+    from llmint.evidence import CategoryStats
+    from llmint.split import make_split
+
+    r = movielens_ranker
+    return CategoryStats.from_sequences(make_split(r.dataset.histories()).train.values(), r.dataset.items, r.taxonomy)
 
 
 def _heads(r, users):
@@ -59,22 +91,29 @@ def _heads(r, users):
 
 
 @pytest.mark.real
-def test_drafted_decoding_keeps_greedys_text_in_fewer_passes(movielens_ranker):
+def test_drafted_decoding_keeps_greedys_text_in_fewer_passes(movielens_ranker, movielens_stats):
     from llmint.explanation import greedy_decode
 
-    r, tok, n = movielens_ranker, movielens_ranker.tokenizer, 40
+    r, tok, n = movielens_ranker, movielens_ranker.tokenizer, 48
     eos = tok.eos_token_id
+    passes = {"templates": 0, "citations only": 0}
+    tokens = 0
     for head, label, ser in _heads(r, ["1", "10", "100"]):
         plain = greedy_decode(r.model, tok, head, max_new_tokens=n, cache=r.prefix_cache_for(head))
-        drafter = explanation_drafter(label, citation_phrases(ser, r.dataset.items))
-        ids, st = drafted_greedy(r.model, tok, head, max_new_tokens=n, eos_token_id=eos,
-                                 cache=r.prefix_cache_for(head), drafter=drafter)
-        assert tok.decode(ids, skip_special_tokens=True).strip() == plain
-        assert plain.startswith(f"Next interest: {label}. Evidence: [")  # what the adapter learned
-        assert st.tokens == len(ids) and 0 < st.accepted <= st.drafted and st.passes + st.accepted >= st.tokens
-        assert st.passes < 0.75 * st.tokens, st  # the opening alone is ~10 tokens read in one pass
+        assert plain.startswith(f"Next interest: {label}. Evidence: ")  # what the adapter learned
+        for kind, stats in (("templates", movielens_stats), ("citations only", None)):
+            drafter = drafter_for(r, ser, label, stats)
+            ids, st = drafted_greedy(r.model, tok, head, max_new_tokens=n, eos_token_id=eos,
+                                     cache=r.prefix_cache_for(head), drafter=drafter)
+            assert tok.decode(ids, skip_special_tokens=True).strip() == plain, kind
+            assert st.tokens == len(ids) and 0 < st.accepted <= st.drafted and st.passes + st.accepted >= st.tokens
+            passes[kind] += st.passes
+        tokens += st.tokens
         assert greedy_decode(r.model, tok, head, max_new_tokens=n, cache=r.prefix_cache_for(head),
                              drafter=drafter) == plain  # the same through greedy_decode
+    print(f"{tokens} tokens, passes: {passes}")
+    assert passes["templates"] <= passes["citations only"] < 0.5 * tokens, passes  # measured: 7, 14 of 109
+    assert passes["templates"] < 0.25 * tokens, passes
 
 
 @pytest.mark.real

@@ -94,6 +94,9 @@ def test_stage_and_all_run_every_step_and_bring_back_what_the_tool_returns(carry
     order = ["scoring", "throughput", "lora", "generation", "roofline", "levers"]  # the compile levers last
     assert bench["config"]["sections"] == order and sorted(bench["sections"]) == sorted(order)
     assert bench["sections"]["generation"]["no_cache"]["same_tokens_as_cached"] is True
+    drafted = bench["sections"]["generation"]["drafted"]  # the bundled Office adapter's explanations, read ahead
+    assert drafted["adapter"] == "smollm2-135m-office" and drafted["same_texts"] == drafted["n"] == 1, drafted
+    assert drafted["passes"] < drafted["tokens"] and drafted["drafted"]["p50_ms"] > 0, drafted
     assert bench["sections"]["lora"]["examples_per_s"] > 0
     systems = json.loads((out / "eval_office.json").read_text())["tasks"]["category"]["slices"]["test"]["systems"]
     assert {"markov", "most_popular", "llm+lora-office"} <= set(systems)
