@@ -127,9 +127,10 @@ def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: t
 @click.option("--backend", type=click.Choice(["transformers", "vllm"]), default="transformers", show_default=True,
               help="Engine that writes the explanations (vllm: optional, needs vLLM and a CUDA GPU).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto (the scoring model's device).")
-@click.option("--gen-batch", type=click.IntRange(min=1), default=8, show_default=True,
-              help="transformers backend: explanations decoded together (1: one at a time, as the service "
-                   "explains; the texts agree up to float error).")
+@click.option("--gen-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="transformers backend: explanations decoded together, without drafts (1: one at a time, as "
+                   "the service explains: each continues its scored prompt and reads ahead through guessed text, "
+                   "llmint.drafting; the texts agree up to float error).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the JSON result here (default: print it).")
 def explain_eval(dataset: str, level: int | None, llm_model: str | None, adapter: str | None, n_cases: int,
@@ -148,7 +149,7 @@ def explain_eval(dataset: str, level: int | None, llm_model: str | None, adapter
         split = make_split(ds.histories(), SplitConfig(seed=seed))
         rcfg = LLMRankerConfig(model=llm_model, adapter=adapter, max_valid=max_valid, seed=seed, device=device)
         ranker = LLMCategoryRanker("llm", ds, level or ds.default_level, rcfg)
-        generator = HFGenerator(ranker, batch_size=gen_batch)
+        generator = HFGenerator(ranker, batch_size=gen_batch) if gen_batch > 1 else None
         if backend == "vllm":
             from .vllm_backend import VLLMGenerator
 

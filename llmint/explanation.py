@@ -289,22 +289,37 @@ def evaluate_explanations(ranker: Any, cases: Sequence[Any], stats: CategoryStat
     reports the share of generated explanations that pass the check (and why the
     others fail), the share of served explanations that pass, the counterfactual
     test on the served citations, and `n_examples` full examples. `draft`: the default generator reads
-    ahead through guessed text, as the service does (`llmint.drafting`; greedy's text, fewer passes).
+    ahead through guessed text, as the service does (`llmint.drafting`; greedy's text, fewer passes),
+    and, as the service does, each shopper is scored alone and its explanation continues the scored
+    prompt's K/V (`LLMCategoryRanker.logprobs_one`): the prompt is not run twice.
     """
     from collections import Counter
+
+    from .scoring import to_distribution
 
     rng = np.random.default_rng(seed)
     take = sorted(rng.permutation(len(cases))[:n].tolist())
     hists = [list(cases[i].history) for i in take]
-    probs = ranker.predict_events(hists)
     labels = ranker.taxonomy.labels
     exs: list[Explanation] = []
-    for i in range(0, len(hists), chunk):  # `chunk` heads per generator call (a batch for vLLM)
-        part = hists[i : i + chunk]
-        tops = [labels[int(row.argmax())] for row in probs[i : i + chunk]]
-        exs += explain_predictions(ranker, part, tops, stats, generator=generator, draft=draft)
-        if progress:
-            progress(len(part))
+    if generator is None and draft:  # one shopper at a time, as the service explains
+        rows = []
+        for h in hists:
+            row, kv = ranker.logprobs_one(h)
+            rows.append(row)
+            top = labels[int(row.argmax())]
+            exs += explain_predictions(ranker, [h], [top], stats, prompt_kv=(kv,), draft=True)
+            if progress:
+                progress(1)
+        probs = to_distribution(np.stack(rows), ranker.temperature).astype(np.float32) if rows else np.zeros((0, 0))
+    else:
+        probs = ranker.predict_events(hists)
+        for i in range(0, len(hists), chunk):  # `chunk` heads per generator call (a batch for vLLM)
+            part = hists[i : i + chunk]
+            tops = [labels[int(row.argmax())] for row in probs[i : i + chunk]]
+            exs += explain_predictions(ranker, part, tops, stats, generator=generator, draft=draft)
+            if progress:
+                progress(len(part))
     reasons: Counter[str] = Counter()
     for ex in exs:
         for r in ex.model_verdict.reasons:

@@ -107,6 +107,13 @@ def test_evaluate_explanations_reports_rates_and_examples(setup) -> None:
     assert ex["history_shown"].startswith("History (llmint-history/")
     assert len(ex["top3"]) == 3 and sum(t["p"] for t in ex["top3"]) <= 1.0 + 1e-6
     assert np.isfinite(res["counterfactual"]["n"])
+    # the default scores each shopper alone and continues its K/V, drafted; the same figures as the batch path
+    plain = evaluate_explanations(r, split.test, stats, n=3, n_boot=50, n_examples=2, draft=False)
+    assert [e["model_text"] for e in plain["examples"]] == [e["model_text"] for e in res["examples"]]
+    for a, b in zip(plain["examples"], res["examples"], strict=True):
+        assert [t["category"] for t in a["top3"]] == [t["category"] for t in b["top3"]]
+        assert [t["p"] for t in a["top3"]] == pytest.approx([t["p"] for t in b["top3"]], abs=1e-3)
+    assert plain["model_pass_rate"] == res["model_pass_rate"] and plain["counterfactual"] == res["counterfactual"]
 
 
 def test_generation_through_the_cached_prefix_gives_the_same_text(setup) -> None:
