@@ -111,8 +111,6 @@ def explanation_drafter(label: str, phrases: Mapping[int, Sequence[str]], templa
         guess = rest(text, whole) or (opening[len(text):] if opening.startswith(text) else "")
         if guess:
             return guess
-        if _RATING.search(text):  # a rating other than the event's: "(4" -> "/5) in this category."
-            return "/5)" + close
         m = _NUMBER.search(text)
         if m is not None:
             w = first.get(int(m.group(1)))
@@ -122,8 +120,13 @@ def explanation_drafter(label: str, phrases: Mapping[int, Sequence[str]], templa
         if m is None:
             return ""
         said, n = text[m.end():], int(m.group(1))
-        guess = rest(said, own.get(n, ())) or (rest(said, anyone) if said else "")
+        guess = rest(said, own.get(n, ()))
         if guess or not said:
+            return guess
+        if _RATING.search(said):  # a rating other than the event's: " (4" -> "/5) in this category."
+            return "/5)" + close
+        guess = rest(said, anyone)  # the title of another event than the one cited
+        if guess:
             return guess
         if said.endswith(" and"):  # a wording of the model's own, then a second citation
             return second(n)[len(" and"):]
