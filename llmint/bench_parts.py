@@ -791,7 +791,8 @@ def predict(ctx: Context) -> dict[str, Any]:
                 res["predict_explain"]["p50_ms"], "ms", "explain=True, generation runs the prompt again",
                 res["predict_explain_prompt_again"]["p50_ms"]),
             row("predict", "predict, explain=True p50, the explanation reads ahead through guessed text "
-                "(llmint.drafting: its opening, the cited events' wording)", res["predict_explain"]["p50_ms"], "ms",
+                "(llmint.drafting: the evidence template's wordings, the cited events' titles)",
+                res["predict_explain"]["p50_ms"], "ms",
                 "explain=True, one token per pass", res["predict_explain_no_draft"]["p50_ms"]),
             row("predict", f"predict_batch of {len(group)} with explanations, decoded together (explain_batch="
                 f"{cfg.gen_batch}), per shopper", round(1000 * many["s"] / len(group), 1), "ms",

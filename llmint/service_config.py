@@ -88,16 +88,18 @@ class ServiceConfig:
     exclude_seen: bool = field(default=False, metadata=_h("leave the shopper's own items out of products"))
     explain_batch: int = field(default=1, metadata=_h(
         "predict_batch decodes this many explanations together (decoding is memory-bound, so a batch "
-        "costs little more than one); 1: one shopper at a time, texts independent of the batch. Batched "
-        "texts equal the lone ones up to float error; a replay, run alone, reports a near-tie that broke "
-        "the other way"))
+        "costs little more than one), without drafts; 1: one shopper at a time, continuing its scored "
+        "prompt and drafted, texts independent of the batch (on 2 CPU cores that is now the faster: "
+        "docs/scaling.md). Batched texts equal the lone ones up to float error; a replay, run alone, "
+        "reports a near-tie that broke the other way"))
     keep_prompt_kv: bool = field(default=True, metadata=_h(
         "a single prediction's explanation continues the K/V its scoring pass computed for the prompt "
         "(False: generation runs the prompt again after the shared system turn)"))
     draft_explanations: bool = field(default=True, metadata=_h(
-        "a single explanation reads ahead through text it can guess (its opening, each cited event's "
-        "wording), each guess checked by the model in one pass (llmint.drafting): greedy's text in "
-        "fewer passes; a near tie may break the other way, so the audit row records it and replay follows"))
+        "a single explanation reads ahead through text it can guess (the evidence template's wordings, "
+        "the cited events' titles), each guess checked by the model in one pass (llmint.drafting): "
+        "greedy's text in fewer passes; a near tie may break the other way, so the audit row records it "
+        "and replay follows"))
     seed: int = field(default=0, metadata=_h("torch seed set before each generation; split tie seed"))
 
     def __post_init__(self) -> None:
