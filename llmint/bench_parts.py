@@ -20,8 +20,6 @@ import numpy as np
 
 from .bench import BenchConfig, ratio, row
 
-EXPLAIN_TOKENS = 64  # an explanation's token cap in the generation section's drafted row (the service's default)
-
 
 def _ms(xs: list[float]) -> dict[str, float]:
     a = np.asarray(xs, dtype=np.float64) * 1000.0
@@ -624,7 +622,7 @@ def generation(ctx: Context) -> dict[str, Any]:
 
 def _drafted_explanations(ctx: Context) -> dict[str, Any]:
     """The dataset's bundled adapter explains its top category for `n_draft` shoppers to the end (up to
-    `EXPLAIN_TOKENS`, as the service does), reading ahead through guessed text (`llmint.drafting`) vs
+    the service's `max_new_tokens`), reading ahead through guessed text (`llmint.drafting`) vs
     one token a pass: transformers' `generate` (the service's path without drafting) and the drafted
     loop without guesses (the same loop); interleaved per shopper, after one warm-up shopper."""
     from .bundled import bundled_adapter
@@ -632,8 +630,9 @@ def _drafted_explanations(ctx: Context) -> dict[str, Any]:
     from .evidence import CategoryStats
     from .explanation import greedy_decode, label_head
     from .llm_ranker import LLMCategoryRanker, LLMRankerConfig
+    from .service_config import ServiceConfig
 
-    cfg = ctx.cfg
+    cfg, cap = ctx.cfg, ServiceConfig.max_new_tokens  # the service's explanation length cap
     adapter = bundled_adapter(cfg.model, ctx.ds.name)
     if cfg.n_draft == 0 or adapter is None:
         return {"skipped": "n_draft is 0" if cfg.n_draft == 0 else f"no bundled adapter for {ctx.ds.name}"}
@@ -644,7 +643,7 @@ def _drafted_explanations(ctx: Context) -> dict[str, Any]:
     stats = CategoryStats.from_sequences(ctx.split.train.values(), ctx.ds.items, r.taxonomy)
     tok, eos = r.tokenizer, r.tokenizer.eos_token_id
     times: dict[str, list[float]] = {"generate": [], "loop": [], "drafted": []}
-    same = tokens = passes = drafted = accepted = 0
+    same = tokens = passes = guessed = accepted = 0
     for i, h in enumerate(ctx.histories(cfg.n_draft + 1)):  # the first shopper warms up
         ser = r.serialize(h)
         row_, kv = r.logprobs_one(h)
@@ -655,9 +654,9 @@ def _drafted_explanations(ctx: Context) -> dict[str, Any]:
             ctx.sync()
             t0 = time.perf_counter()
             if kind == "generate":
-                out[kind] = greedy_decode(r.model, tok, head, max_new_tokens=EXPLAIN_TOKENS, cache=kv.cache_for(head))
+                out[kind] = greedy_decode(r.model, tok, head, max_new_tokens=cap, cache=kv.cache_for(head))
             else:
-                out[kind] = drafted_greedy(r.model, tok, head, max_new_tokens=EXPLAIN_TOKENS, eos_token_id=eos,
+                out[kind] = drafted_greedy(r.model, tok, head, max_new_tokens=cap, eos_token_id=eos,
                                            cache=kv.cache_for(head),
                                            drafter=drafter_for(r, ser, label, stats) if kind == "drafted" else None)
             ctx.sync()
@@ -667,12 +666,12 @@ def _drafted_explanations(ctx: Context) -> dict[str, Any]:
             ids, st = out["drafted"]
             same += tok.decode(ids, skip_special_tokens=True).strip() == out["generate"] and ids == out["loop"][0]
             tokens, passes = tokens + st.tokens, passes + st.passes
-            drafted, accepted = drafted + st.drafted, accepted + st.accepted
+            guessed, accepted = guessed + st.drafted, accepted + st.accepted
     del r
     ctx.free()
-    return {"adapter": adapter.name, "n": cfg.n_draft, "max_new_tokens": EXPLAIN_TOKENS, "same_texts": same,
+    return {"adapter": adapter.name, "n": cfg.n_draft, "max_new_tokens": cap, "same_texts": same,
             "tokens": tokens, "passes": passes, "tokens_per_pass": round(tokens / max(passes, 1), 2),
-            "guessed": drafted, "accepted": accepted, **{k: _ms(v) for k, v in times.items()}}
+            "guessed": guessed, "accepted": accepted, **{k: _ms(v) for k, v in times.items()}}
 
 
 # ------------------------------------------------------------------------------------------ predict
