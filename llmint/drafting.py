@@ -38,10 +38,10 @@ from typing import Any
 
 from .evidence import (
     _UNSAFE,
-    VERBS,
     CategoryStats,
     Evidence,
     _rating,
+    event_wording,
     select_evidence,
     short_title,
     shown_labels,
@@ -68,12 +68,11 @@ def citation_wordings(ser: Any, items: Mapping[str, Any]) -> dict[int, tuple[str
         item = items.get(e.item_id) if e.item_id else None
         if item is None:
             continue
-        verb = "rated" if e.action == "review" and e.rating is not None else VERBS.get(e.action, e.action)
         titles = [short_title(item.title, max_words=w) for w in (6, 4, 3)]
         titles += [short_title(item.title, max_words=24, max_chars=160), " ".join(_UNSAFE.sub(" ", item.title).split())]
-        phrases = [f" {verb} {t}{_rating(e.rating)}" for t in titles if t]
-        if e.rating is not None:
-            phrases += [f" {verb} {t} (" for t in titles if t]
+        phrases = [event_wording(e.action, t, e.rating) for t in titles if t]
+        if e.rating is not None:  # " rated Heat (4/5)" -> " rated Heat ("
+            phrases += [w.removesuffix(_rating(e.rating)) + " (" for w in phrases]
         out[p] = tuple(dict.fromkeys(phrases))
     return out
 

@@ -305,11 +305,19 @@ def _rating(r: float | None) -> str:
     return f" ({int(r)}/5)" if float(r).is_integer() else f" ({r:.1f}/5)"
 
 
+def event_wording(action: str, title: str, rating: float | None) -> str:
+    """What follows an event's "[n]" in an explanation: the verb, the title as given, the rating.
+
+    Example:
+        >>> event_wording("review", "Heat", 4.0), event_wording("purchase", "Swingline Stapler", None)
+        (' rated Heat (4/5)', ' bought Swingline Stapler')
+    """
+    verb = "rated" if action == "review" and rating is not None else VERBS.get(action, action)
+    return f" {verb} {title}{_rating(rating)}"
+
+
 def _event_phrase(c: Citation, words: int) -> str:
-    title = short_title(c.title, max_words=words)
-    if c.action == "review" and c.rating is not None:
-        return f"[{c.position}] rated {title}{_rating(c.rating)}"
-    return f"[{c.position}] {VERBS.get(c.action, c.action)} {title}{_rating(c.rating)}"
+    return f"[{c.position}]" + event_wording(c.action, short_title(c.title, max_words=words), c.rating)
 
 
 def _pct(p: float) -> str:
@@ -569,6 +577,7 @@ __all__ = [
     "Verdict",
     "check_faithfulness",
     "cited_positions",
+    "event_wording",
     "explain",
     "label_of_event",
     "labels_of_event",
