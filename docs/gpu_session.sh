@@ -35,7 +35,7 @@ PARTS="${PARTS:-2}"  # the 93 MB wheel in this many calls
 if [[ "$SMOKE" == 1 ]]; then
   DEVICE=cpu; DTYPE=float32; BENCH_LIMIT=900; TRAIN_LIMIT=600; EVAL_LIMIT=600
   BENCH_ARGS=(--history-tokens 32 --n-shoppers 2 --batch 2 --naive-labels 2 --batch-sizes 1 --batch-sizes 2
-              --n-throughput 2 --concurrent 2 --n-concurrent 2 --gen-tokens 3 --n-draft 1 --lora-batch 1 --lora-steps 2 --no-dtype-lever)
+              --n-throughput 2 --concurrent 2 --n-concurrent 2 --gen-tokens 3 --n-draft 2 --lora-batch 1 --lora-steps 2 --no-dtype-lever)
   TRAIN_ARGS=(--max-steps 2 --batch-size 2 --max-examples 16 --max-valid-examples 4 --eval-every 0)
   EVAL_ARGS=(--max-test-cases 40 --llm-max-valid 8 --n-boot 20)
 else  # all three stages fit one 600 s call: set-up and the model's conversion (~60 s) + 240 + 150 + 120

@@ -610,6 +610,11 @@ def generation(ctx: Context) -> dict[str, Any]:
         rows.append(row("generation", f"explanation to its end, drafted ({d['tokens_per_pass']} tokens a pass; "
                         f"{d['same_texts']}/{d['n']} same texts), p50", d["drafted"]["p50_ms"], "ms",
                         "one token a pass (transformers generate)", d["generate"]["p50_ms"]))
+        if d.get("together"):
+            t = d["together"]
+            rows.append(row("generation", f"drafted explanations, {t['n']} decoded together ({t['same_ids']}/{t['n']} "
+                            f"same texts), per shopper", t["together_ms_per_shopper"], "ms",
+                            "drafted one at a time", t["one_at_a_time_ms_per_shopper"]))
     return {"ttft": ttft_ms, "tokens_per_s": tps, "no_cache": {"ttft_ms": round(nc_ttft * 1000, 1),
             "tokens_per_s": round(nc_rate, 3), "tokens": len(toks), "same_tokens_as_cached": same},
             "prefix_ttft": {**_ms(pre_ttft), "prefix_tokens": pre_len, "same_first_tokens": pre_same},
@@ -644,11 +649,13 @@ def _drafted_explanations(ctx: Context) -> dict[str, Any]:
     tok, eos = r.tokenizer, r.tokenizer.eos_token_id
     times: dict[str, list[float]] = {"generate": [], "loop": [], "drafted": []}
     same = tokens = passes = guessed = accepted = 0
+    kept: list[tuple[list[int], Any, Any, list[int]]] = []  # head, prompt K/V, drafter, drafted ids: for the batch
     for i, h in enumerate(ctx.histories(cfg.n_draft + 1)):  # the first shopper warms up
         ser = r.serialize(h)
         row_, kv = r.logprobs_one(h)
         label = r.taxonomy.labels[int(np.argmax(row_))]
         head = label_head(tok, r.prompt_ids(h, ser), label)
+        drafter = drafter_for(r, ser, label, stats)
         out: dict[str, Any] = {}
         for kind in times:
             ctx.sync()
@@ -657,8 +664,7 @@ def _drafted_explanations(ctx: Context) -> dict[str, Any]:
                 out[kind] = greedy_decode(r.model, tok, head, max_new_tokens=cap, cache=kv.cache_for(head))
             else:
                 out[kind] = drafted_greedy(r.model, tok, head, max_new_tokens=cap, eos_token_id=eos,
-                                           cache=kv.cache_for(head),
-                                           drafter=drafter_for(r, ser, label, stats) if kind == "drafted" else None)
+                                           cache=kv.cache_for(head), drafter=drafter if kind == "drafted" else None)
             ctx.sync()
             if i:
                 times[kind].append(time.perf_counter() - t0)
@@ -667,11 +673,47 @@ def _drafted_explanations(ctx: Context) -> dict[str, Any]:
             same += tok.decode(ids, skip_special_tokens=True).strip() == out["generate"] and ids == out["loop"][0]
             tokens, passes = tokens + st.tokens, passes + st.passes
             guessed, accepted = guessed + st.drafted, accepted + st.accepted
+            kept.append((head, kv, drafter, ids))
+    together = _drafted_together(ctx, r, kept, cap) if len(kept) > 1 else None
     del r
     ctx.free()
     return {"adapter": adapter.name, "n": cfg.n_draft, "max_new_tokens": cap, "same_texts": same,
             "tokens": tokens, "passes": passes, "tokens_per_pass": round(tokens / max(passes, 1), 2),
-            "guessed": guessed, "accepted": accepted, **{k: _ms(v) for k, v in times.items()}}
+            "guessed": guessed, "accepted": accepted, **{k: _ms(v) for k, v in times.items()},
+            "together": together}
+
+
+def _drafted_together(ctx: Context, r: Any, kept: list[tuple[list[int], Any, Any, list[int]]],
+                      cap: int) -> dict[str, Any]:
+    """The drafted shoppers again, all decoded in one batch from their stacked prompt K/V
+    (`llmint.draft_batch`) vs one after another, alternating twice (the faster of each kept)."""
+    from .draft_batch import drafted_greedy_batch, stack_caches
+    from .drafting import drafted_greedy
+
+    tok, eos = r.tokenizer, r.tokenizer.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    best = {"one_at_a_time": float("inf"), "together": float("inf")}
+    res: list[tuple[list[int], Any]] = []
+    for _ in range(2):
+        ctx.sync()
+        t0 = time.perf_counter()
+        for head, kv, drafter, _ids in kept:
+            drafted_greedy(r.model, tok, head, max_new_tokens=cap, eos_token_id=eos, cache=kv.cache_for(head),
+                           drafter=drafter)
+        ctx.sync()
+        best["one_at_a_time"] = min(best["one_at_a_time"], time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        cache, mask = stack_caches([kv.layers for _, kv, _, _ in kept])
+        res = drafted_greedy_batch(r.model, tok, [h for h, _, _, _ in kept], max_new_tokens=cap, eos_token_id=eos,
+                                   drafters=[d for _, _, d, _ in kept], pad_token_id=pad or 0, cache=cache,
+                                   cache_mask=mask)
+        ctx.sync()
+        best["together"] = min(best["together"], time.perf_counter() - t0)
+    n = len(kept)
+    return {"n": n, "same_ids": sum(ids == k[3] for (ids, _), k in zip(res, kept, strict=True)),
+            "passes": max(st.passes for _, st in res), "row_passes": sum(st.passes for _, st in res),
+            **{f"{k}_ms_per_shopper": round(1000 * v / n, 1) for k, v in best.items()},
+            "speedup": round(best["one_at_a_time"] / best["together"], 2)}
 
 
 # ------------------------------------------------------------------------------------------ predict

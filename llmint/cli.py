@@ -128,9 +128,9 @@ def evaluate(dataset: str, level: int | None, tasks: tuple[str, ...], systems: t
               help="Engine that writes the explanations (vllm: optional, needs vLLM and a CUDA GPU).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto (the scoring model's device).")
 @click.option("--gen-batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="transformers backend: explanations decoded together, without drafts (1: one at a time, as "
-                   "the service explains: each continues its scored prompt and reads ahead through guessed text, "
-                   "llmint.drafting; the texts agree up to float error).")
+              help="transformers backend: explanations decoded together (1: one at a time, as the service "
+                   "explains). Either way each continues its scored prompt and reads ahead through guessed text "
+                   "(llmint.drafting, llmint.draft_batch); the texts agree up to float error.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the JSON result here (default: print it).")
 def explain_eval(dataset: str, level: int | None, llm_model: str | None, adapter: str | None, n_cases: int,
@@ -166,7 +166,7 @@ def explain_eval(dataset: str, level: int | None, llm_model: str | None, adapter
         raise _fail(err) from err
     res = {"dataset": ds.name, "adapter": adapter, "backend": backend,
            "gen_batch": gen_batch if backend == "transformers" else None,
-           "drafted": backend == "transformers" and gen_batch == 1,  # llmint.drafting reads one at a time only
+           "drafted": backend == "transformers",  # llmint.drafting (one at a time), llmint.draft_batch (together)
            "temperature": ranker.temperature, **res}
     text = json.dumps(res, indent=2, ensure_ascii=False)
     if out:

@@ -104,11 +104,12 @@ class HFGenerator:
     continues one of them runs only its category line before decoding. Other heads start
     from the ranker's shared-prefix cache (the system turn), or from nothing.
 
-    `batch_size` > 1 decodes that many heads together (left-padded after the shared prefix):
-    decoding reads every weight once per step whatever the batch, so on a memory-bound
-    device the batch's tokens come almost for free. The texts equal the one-at-a-time ones
-    up to float error (a near tie between two tokens may break the other way), so the
-    service, whose rows are replayed alone, explains one shopper at a time."""
+    `batch_size` > 1 decodes that many heads together: decoding reads every weight once per
+    pass whatever the batch, so on a memory-bound device the batch's tokens come almost for
+    free. With drafters, the rows read ahead through their guesses in the same passes
+    (`llmint.draft_batch`). The texts equal the one-at-a-time ones up to float error (a near
+    tie between two tokens may break the other way), so the service, whose rows are replayed
+    alone, explains one shopper at a time unless `ServiceConfig.explain_batch` says otherwise."""
 
     def __init__(self, ranker: Any, prompt_kv: Sequence[Any] = (), batch_size: int = 1) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -127,19 +128,45 @@ class HFGenerator:
 
     def generate(self, heads: Sequence[Sequence[int]], max_new_tokens: int,
                  drafters: Sequence[Drafter | None] | None = None) -> list[str]:
-        """Greedy texts after `heads`; one at a time, `drafters[i]` reads ahead through guesses for head i
-        (`llmint.drafting`); a batch (`batch_size` > 1) decodes without them."""
+        """Greedy texts after `heads`; `drafters[i]` reads ahead through guesses for head i (`llmint.drafting`):
+        one at a time, or `batch_size` together (`llmint.draft_batch`, each continuing its kept prompt K/V
+        when every head of the batch has one, else the shared prefix). A batch without drafters decodes
+        through `generate`; kept prompt K/V without drafters: one at a time."""
         r = self.ranker
-        if self.batch_size == 1 or self.prompt_kv:
-            ds = list(drafters) if drafters is not None else [None] * len(heads)
-            if len(ds) != len(heads):
-                raise ValueError(f"{len(ds)} drafters for {len(heads)} heads")
+        ds = list(drafters) if drafters is not None else [None] * len(heads)
+        if len(ds) != len(heads):
+            raise ValueError(f"{len(ds)} drafters for {len(heads)} heads")
+        drafted = drafters is not None and any(d is not None for d in ds)
+        if self.batch_size == 1 or (self.prompt_kv and not drafted):
             return [greedy_decode(r.model, r.tokenizer, h, max_new_tokens=max_new_tokens, cache=self.cache_for(h),
                                   drafter=d) for h, d in zip(heads, ds, strict=True)]
         out: list[str] = []
         for i in range(0, len(heads), self.batch_size):
-            out += self._generate_batch([list(h) for h in heads[i : i + self.batch_size]], max_new_tokens)
+            part = [list(h) for h in heads[i : i + self.batch_size]]
+            out += (self._drafted_batch(part, ds[i : i + self.batch_size], max_new_tokens) if drafted
+                    else self._generate_batch(part, max_new_tokens))
         return out
+
+    def _drafted_batch(self, heads: list[list[int]], drafters: Sequence[Drafter | None],
+                       max_new_tokens: int) -> list[str]:
+        """Greedy texts of `heads` decoded together, reading ahead through `drafters` (`drafted_greedy_batch`)."""
+        from .draft_batch import drafted_greedy_batch, shared_cache, stack_caches
+        from .scoring import starts_with
+
+        r, tok = self.ranker, self.ranker.tokenizer
+        kvs = [next((kv for kv in self.prompt_kv if starts_with(h, kv.ids) and len(h) > len(kv.ids)), None)
+               for h in heads]
+        if all(kv is not None for kv in kvs):
+            cache, mask = stack_caches([kv.layers for kv in kvs])  # type: ignore[union-attr]
+        else:
+            pre = r.prefix_ids
+            shared = bool(pre) and all(starts_with(h, pre) and len(h) > len(pre) for h in heads)
+            cache, mask = shared_cache(r.prefix_cache_rows(len(heads)) if shared else None, len(heads))
+        eos = tok.eos_token_id
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        res = drafted_greedy_batch(r.model, tok, heads, max_new_tokens=max_new_tokens, eos_token_id=eos,
+                                   drafters=drafters, pad_token_id=pad or 0, cache=cache, cache_mask=mask)
+        return [tok.decode(ids, skip_special_tokens=True).strip() for ids, _ in res]
 
     def _generate_batch(self, heads: list[list[int]], max_new_tokens: int) -> list[str]:
         """Greedy texts of `heads` in one `generate`: [shared prefix][left padding][own tokens] per row,
@@ -181,9 +208,9 @@ def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], label
     or `llmint.vllm_backend.VLLMGenerator` (continuous batching, prefix caching, the LoRA
     adapter served by vLLM). `prompt_kv`: the scored prompts' K/V for the default generator
     (`LLMCategoryRanker.logprobs_one`), so generation skips the prompt pass. `draft`: the default
-    generator, one at a time, reads ahead through the explanation's guessable text (the evidence
-    template's wordings, the cited events' titles: `llmint.drafting`), checked by the model; other
-    generators ignore it.
+    generator (or an `HFGenerator`, one at a time or its `batch_size` together) reads ahead through the
+    explanation's guessable text (the evidence template's wordings, the cited events' titles:
+    `llmint.drafting`, `llmint.draft_batch`), checked by the model; other generators ignore it.
     """
     if len(histories) != len(labels):
         raise ValueError(f"{len(histories)} histories but {len(labels)} labels; expected one label each")
@@ -288,10 +315,11 @@ def evaluate_explanations(ranker: Any, cases: Sequence[Any], stats: CategoryStat
     For each case the top category of the calibrated distribution is explained;
     reports the share of generated explanations that pass the check (and why the
     others fail), the share of served explanations that pass, the counterfactual
-    test on the served citations, and `n_examples` full examples. `draft`: the default generator reads
-    ahead through guessed text, as the service does (`llmint.drafting`; greedy's text, fewer passes),
-    and, as the service does, each shopper is scored alone and its explanation continues the scored
-    prompt's K/V (`LLMCategoryRanker.logprobs_one`): the prompt is not run twice.
+    test on the served citations, and `n_examples` full examples. `draft`: the default generator (or an
+    `HFGenerator`, its `batch_size` shoppers together) reads ahead through guessed text, as the service
+    does (`llmint.drafting`; greedy's text, fewer passes), and, as the service does, each shopper is
+    scored alone and its explanation continues the scored prompt's K/V (`LLMCategoryRanker.logprobs_one`):
+    the prompt is not run twice.
     """
     from collections import Counter
 
@@ -302,15 +330,20 @@ def evaluate_explanations(ranker: Any, cases: Sequence[Any], stats: CategoryStat
     hists = [list(cases[i].history) for i in take]
     labels = ranker.taxonomy.labels
     exs: list[Explanation] = []
-    if generator is None and draft:  # one shopper at a time, as the service explains
+    if draft and (generator is None or type(generator) is HFGenerator):  # as the service explains
+        batch = generator.batch_size if generator is not None else 1
         rows = []
-        for h in hists:
-            row, kv = ranker.logprobs_one(h)
-            rows.append(row)
-            top = labels[int(row.argmax())]
-            exs += explain_predictions(ranker, [h], [top], stats, prompt_kv=(kv,), draft=True)
+        for i in range(0, len(hists), batch):  # `batch` shoppers scored alone, then explained together
+            part, kvs = hists[i : i + batch], []
+            for h in part:
+                row, kv = ranker.logprobs_one(h)
+                rows.append(row)
+                kvs.append(kv)
+            tops = [labels[int(row.argmax())] for row in rows[i:]]
+            exs += explain_predictions(ranker, part, tops, stats, prompt_kv=kvs, draft=True,
+                                       generator=HFGenerator(ranker, kvs, batch_size=batch))
             if progress:
-                progress(1)
+                progress(len(part))
         probs = to_distribution(np.stack(rows), ranker.temperature).astype(np.float32) if rows else np.zeros((0, 0))
     else:
         probs = ranker.predict_events(hists)

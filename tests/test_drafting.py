@@ -143,3 +143,35 @@ def test_wrong_guesses_cost_passes_not_tokens_and_a_perfect_guess_takes_one_pass
                    drafter=oracle, on_tokens=streamed.extend)
     assert streamed == plain
     assert drafted_greedy(r.model, tok, head, max_new_tokens=0, eos_token_id=eos)[0] == []
+
+
+@pytest.mark.real
+def test_drafted_batches_keep_greedys_texts_from_the_prefix_or_the_scored_prompts(movielens_ranker, movielens_stats):
+    """Drafted rows decoded together (`llmint.draft_batch`) = plain greedy one by one, whether the batch starts
+    from the shared prefix or from each shopper's scored prompt K/V (stacked, left-padded), in fewer passes."""
+    from llmint.explanation import HFGenerator, label_head
+    from llmint.split import ordered_histories
+
+    r = movielens_ranker
+    hist = ordered_histories(r.dataset.histories(), 0, 1000)
+    hists = [hist[u] for u in ("1", "10", "100")]
+    scored = [r.logprobs_one(h) for h in hists]
+    labels = [r.taxonomy.labels[int(row.argmax())] for row, _ in scored]
+    heads = [label_head(r.tokenizer, r.prompt_ids(h), lab) for h, lab in zip(hists, labels, strict=True)]
+    drafters = [drafter_for(r, r.serialize(h), lab, movielens_stats) for h, lab in zip(hists, labels, strict=True)]
+    plain = HFGenerator(r).generate(heads, 48)
+    assert HFGenerator(r, batch_size=3).generate(heads, 48, drafters) == plain  # from the shared prefix
+    calls: list[tuple[int, int]] = []
+    hook = r.model.register_forward_hook(
+        lambda m, a, k, o: calls.append(tuple(k["input_ids"].shape)) if k.get("input_ids") is not None else None,
+        with_kwargs=True)
+    try:
+        kvs = [kv for _, kv in scored]
+        assert HFGenerator(r, kvs, batch_size=2).generate(heads, 48, drafters) == plain  # stacked K/V: 2, then 1
+    finally:
+        hook.remove()
+    assert [c[0] for c in calls] == sorted((c[0] for c in calls), reverse=True)  # rows only ever leave
+    assert calls[0][0] == 2 and calls[0][1] < 10 + 32  # the category lines and guesses, not the prompts
+    tokens = sum(len(r.tokenizer(t)["input_ids"]) for t in plain)
+    print(f"{tokens} tokens, {len(calls)} passes")
+    assert len(calls) < 0.25 * tokens, calls

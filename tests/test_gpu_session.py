@@ -95,8 +95,10 @@ def test_stage_and_all_run_every_step_and_bring_back_what_the_tool_returns(carry
     assert bench["config"]["sections"] == order and sorted(bench["sections"]) == sorted(order)
     assert bench["sections"]["generation"]["no_cache"]["same_tokens_as_cached"] is True
     drafted = bench["sections"]["generation"]["drafted"]  # the bundled Office adapter's explanations, read ahead
-    assert drafted["adapter"] == "smollm2-135m-office" and drafted["same_texts"] == drafted["n"] == 1, drafted
+    assert drafted["adapter"] == "smollm2-135m-office" and drafted["same_texts"] == drafted["n"] == 2, drafted
     assert drafted["passes"] < drafted["tokens"] and drafted["drafted"]["p50_ms"] > 0, drafted
+    together = drafted["together"]  # the same two decoded in one batch (llmint.draft_batch)
+    assert together["n"] == together["same_ids"] == 2 and together["passes"] <= together["row_passes"], together
     assert bench["sections"]["lora"]["examples_per_s"] > 0
     systems = json.loads((out / "eval_office.json").read_text())["tasks"]["category"]["slices"]["test"]["systems"]
     assert {"markov", "most_popular", "llm+lora-office"} <= set(systems)
