@@ -432,10 +432,12 @@ class InterestService:
     def _compute(self, reqs: Sequence[_Request], s: _Settings, keep_kv: bool | None = None) -> list[dict[str, Any]]:
         """The model, explanation and retrieval work for checked requests; no audit.
 
-        `keep_kv` (default: when explaining and `config.keep_prompt_kv`): a single shopper's prompt K/V is kept from
-        scoring (out["kv"]) and the explanation continues it instead of re-reading the
-        prompt. A batch of several is scored together and each explanation runs its own
-        prompt, so what a shopper is told does not depend on who shared the batch."""
+        `keep_kv` (default: when explaining and `config.keep_prompt_kv`): each shopper is scored alone and
+        its prompt's K/V is kept (out["kv"] when not explaining) for the explanation to continue instead of
+        re-reading the prompt, so a batch gives each shopper what `predict` gives it alone. Otherwise the
+        batch is scored in one `logprobs` call and each explanation runs its own prompt after the shared
+        prefix. Kept K/V are dropped as each explanation is written (SmolLM2-135M, float32: ~46 KB a
+        prompt token, ~21 MB for a 450-token prompt, so a batch of 64 holds ~1.3 GB at most)."""
         from .coldstart import blend_prior
         from .scoring import to_distribution
 
@@ -444,9 +446,9 @@ class InterestService:
         warm = {i: row for row, i in enumerate(i for i, r in enumerate(reqs) if r.events)}
         if keep_kv is None:
             keep_kv = s.explain and self.config.keep_prompt_kv
-        keep = keep_kv and len(reqs) == 1 and bool(warm)
+        keep = keep_kv and bool(warm)
         coalesce = self._coalescer is not None and not keep and len(reqs) == 1 and bool(warm)
-        kv = None
+        kvs: dict[int, Any] = {}  # request index -> its scored prompt's K/V
         score_batch = len(warm)
         if coalesce:  # not under the model lock: the coalescer takes it around the batch it runs
             (ser, row), score_batch = self._coalescer(reqs[0].events)  # type: ignore[misc]
@@ -454,9 +456,12 @@ class InterestService:
         else:
             with self._model_lock:
                 sers = [self.ranker.serialize(r.events) for r in reqs]
-                if keep:
-                    row, kv = self.ranker.logprobs_one(reqs[0].events)
-                    lp = row[None]
+                if keep:  # each shopper alone, its prompt's K/V kept for its explanation
+                    rows = []
+                    for i in warm:
+                        row, kvs[i] = self.ranker.logprobs_one(reqs[i].events)
+                        rows.append(row)
+                    lp, score_batch = np.stack(rows), 1
                 else:
                     lp = self.ranker.logprobs([reqs[i].events for i in warm]) if warm else np.zeros((0, n_lab))
         model_p = to_distribution(lp, s.temperature) if warm else lp
@@ -468,12 +473,13 @@ class InterestService:
         t_together = 0.0
         if s.explain and self.config.explain_batch > 1 and len(warm) > 1:
             t1 = time.perf_counter()
-            together = self._explain_together(reqs, labels, list(warm), s)
+            together = self._explain_together(reqs, labels, list(warm), s, kvs)
             t_together = (time.perf_counter() - t1) * 1000 / len(warm)  # each row's share of the batch
         outs: list[dict[str, Any]] = []
         for i, (req, ser) in enumerate(zip(reqs, sers, strict=True)):
             (p, w_prior), label = blended[i], labels[i]
             t1 = time.perf_counter()
+            kv = kvs.pop(i, None)  # dropped once explained
             ex = together.get(i) or (self._explain(req, label, s, kv) if s.explain else None)
             t2 = time.perf_counter()
             products = self._products(req.events, label, s) if s.n_products else ()
@@ -481,7 +487,8 @@ class InterestService:
             outs.append({
                 "ser": ser, "p": p, "label": label, "prior_weight": w_prior,
                 "cold": len(req.events) <= s.cold_start_max, "ex": ex, "products": products,
-                "kv": kv, "kv_kept": kv is not None, "score_batch": score_batch if req.events else 0,
+                "kv": None if s.explain else kv, "kv_kept": kv is not None and (i not in together or s.draft),
+                "score_batch": score_batch if req.events else 0,
                 "gen_batch": min(self.config.explain_batch, len(together)) if i in together else None,
                 "timings_ms": {"score": t_score, "explain": (t2 - t1) * 1000 + (t_together if i in together else 0.0),
                                "products": (t3 - t2) * 1000},
@@ -496,17 +503,20 @@ class InterestService:
         return list(zip(sers, self.ranker.logprobs(histories), strict=True))
 
     def _explain_together(self, reqs: Sequence[_Request], labels: Sequence[str], rows: Sequence[int],
-                          s: _Settings) -> dict[int, dict[str, Any]]:
-        """Explanations of `reqs[i]` for i in `rows` (warm shoppers), decoded `config.explain_batch` at a time."""
+                          s: _Settings, kvs: Mapping[int, Any]) -> dict[int, dict[str, Any]]:
+        """Explanations of `reqs[i]` for i in `rows` (warm shoppers), decoded `config.explain_batch` at a time:
+        drafted, continuing their scored prompts' K/V `kvs` (stacked; `llmint.draft_batch`); undrafted, after
+        the shared prefix (transformers' `generate`)."""
         import torch
 
         from .explanation import HFGenerator, explain_predictions
 
         with self._model_lock:
             torch.manual_seed(self.config.seed)
+            kept = [kvs[i] for i in rows if i in kvs] if s.draft else []
             exs = explain_predictions(self.ranker, [reqs[i].events for i in rows], [labels[i] for i in rows],
-                                      self.stats, max_new_tokens=s.max_new_tokens,
-                                      generator=HFGenerator(self.ranker, batch_size=self.config.explain_batch))
+                                      self.stats, max_new_tokens=s.max_new_tokens, draft=s.draft,
+                                      generator=HFGenerator(self.ranker, kept, batch_size=self.config.explain_batch))
         return {i: _explanation_dict(ex) for i, ex in zip(rows, exs, strict=True)}
 
     def _prior_explanation(self, label: str) -> dict[str, Any]:
@@ -576,12 +586,12 @@ class InterestService:
     @staticmethod
     def _generation_cache(req: _Request, out: dict[str, Any]) -> str | None:
         """What the explanation's generation continued: "prompt" (the scored prompt's kept K/V),
-        "prefix" (the shared system turn; the prompt run again), "batch" (the prefix, decoded with
-        the batch's other shoppers: `explain_batch`), None (nothing generated)."""
+        "prefix" (the shared system turn; the prompt run again), "prompt-batch" and "batch" (the same,
+        decoded with the batch's other shoppers: `explain_batch`), None (nothing generated)."""
         if out["ex"] is None or not req.events:
             return None
         if out.get("gen_batch"):
-            return "batch"
+            return "prompt-batch" if out["kv_kept"] else "batch"
         return "prompt" if out["kv_kept"] else "prefix"
 
     def _top(self, p: np.ndarray, k: int) -> tuple[CategoryScore, ...]:
@@ -766,9 +776,10 @@ class InterestService:
         s = _Settings(**{f.name: dec[f.name] for f in fields(_Settings) if f.name in dec})
         uid = row.user_id or ANONYMOUS
         events = tuple(Event(user_id=uid, **d) for d in stored["input"]["events"])
-        # rows before the cache was stored, and batched rows, generated after the shared prefix (a row
-        # decoded with its batch, "batch", is replayed alone: equal up to a near tie broken the other way)
-        out = self._compute([_Request(row.user_id, events)], s, keep_kv=dec.get("generation_cache") == "prompt")[0]
+        # rows before the cache was stored generated after the shared prefix; a row decoded with its batch
+        # ("batch", "prompt-batch") is replayed alone: equal up to a near tie broken the other way
+        out = self._compute([_Request(row.user_id, events)], s,
+                            keep_kv=dec.get("generation_cache") in ("prompt", "prompt-batch"))[0]
         new = self._output(_Request(row.user_id, events), out, s)
         diffs: dict[str, Any] = {}
         a, b = np.round(stored["distribution"], 6), np.round(new["distribution"], 6)

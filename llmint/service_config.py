@@ -87,14 +87,15 @@ class ServiceConfig:
         "k in the model weight n / (n + k) of a cold history of n >= 1 events"))
     exclude_seen: bool = field(default=False, metadata=_h("leave the shopper's own items out of products"))
     explain_batch: int = field(default=1, metadata=_h(
-        "predict_batch decodes this many explanations together (decoding is memory-bound, so a batch "
-        "costs little more than one), without drafts; 1: one shopper at a time, continuing its scored "
-        "prompt and drafted, texts independent of the batch (on 2 CPU cores that is now the faster: "
-        "docs/scaling.md). Batched texts equal the lone ones up to float error; a replay, run alone, "
-        "reports a near-tie that broke the other way"))
+        "predict_batch decodes this many explanations together (a pass reads every weight once whatever "
+        "the batch), each continuing its scored prompt and reading ahead through its own guesses "
+        "(llmint.draft_batch); 1: one shopper at a time, texts independent of the batch. Batched texts "
+        "equal the lone ones up to float error; a replay, run alone, reports a near tie that broke the "
+        "other way"))
     keep_prompt_kv: bool = field(default=True, metadata=_h(
-        "a single prediction's explanation continues the K/V its scoring pass computed for the prompt "
-        "(False: generation runs the prompt again after the shared system turn)"))
+        "an explained shopper (alone or in predict_batch) is scored alone and its explanation continues "
+        "the K/V that scoring pass computed for the prompt (False: a batch is scored in one pass and "
+        "generation runs each prompt again after the shared system turn)"))
     draft_explanations: bool = field(default=True, metadata=_h(
         "a single explanation reads ahead through text it can guess (the evidence template's wordings, "
         "the cited events' titles), each guess checked by the model in one pass (llmint.drafting): "

@@ -158,13 +158,16 @@ def test_replay_reproduces_stored_predictions(svc) -> None:
 
 
 def test_explanations_continue_the_scored_prompt_alone_and_replay_the_same_way(svc) -> None:
-    """A single prediction explains from its scored prompt's K/V; a batch from the shared prefix
-    (so a shopper's text does not depend on the batch). The row says which; replay follows it."""
+    """Each explained shopper, alone or in a batch, is scored alone and explained from its scored prompt's
+    K/V, so a batch gives it what `predict` gives it alone. The row says so; replay follows it."""
     single = svc.predict("u3", n_products=1)
     batch = svc.predict_batch(["u3", "u0"], n_products=1)
     rows = [svc.audit.get(p.audit_id) for p in (single, *batch)]
-    assert [r.decoding["generation_cache"] for r in rows] == ["prompt", "prefix", "prefix"]
-    assert single.model_text == batch[0].model_text  # the same greedy tokens either way (here)
+    assert [r.decoding["generation_cache"] for r in rows] == ["prompt", "prompt", "prompt"]
+    assert [r.decoding["score_batch"] for r in rows] == [1, 1, 1]
+    assert single.model_text == batch[0].model_text and single.distribution == batch[0].distribution
+    scored = svc.predict_batch(["u3", "u0"], explain=False, n_products=1)  # no explanation: one scoring pass
+    assert [svc.audit.get(p.audit_id).decoding["score_batch"] for p in scored] == [2, 2]
     for p in (single, *batch):
         res = svc.replay(p.audit_id)
         assert res.identical, res.differences
@@ -189,13 +192,20 @@ def test_explain_batch_decodes_a_batchs_explanations_together(svc) -> None:
     finally:
         svc.config = replace(svc.config, explain_batch=1)
     rows = [svc.audit.get(p.audit_id) for p in together]
-    assert [r.decoding["generation_cache"] for r in rows] == ["batch", "batch", "batch", None]  # [] is cold
+    assert [r.decoding["generation_cache"] for r in rows] == ["prompt-batch"] * 3 + [None]  # [] is cold
     assert [r.decoding["generation_batch"] for r in rows] == [3, 3, 3, None]
     assert [p.model_text for p in together] == [p.model_text for p in lone]  # the same greedy tokens (here)
     assert [p.explanation for p in together] == [p.explanation for p in lone]
     assert all(p.timings_ms["explain"] > 0 for p in together[:3])
     for p in together:
         assert svc.replay(p.audit_id).identical
+    svc.config = replace(svc.config, explain_batch=3, draft_explanations=False)  # undrafted: after the prefix
+    try:
+        plain = svc.predict_batch(inputs[:2], n_products=1)
+    finally:
+        svc.config = replace(svc.config, explain_batch=1, draft_explanations=True)
+    assert [svc.audit.get(p.audit_id).decoding["generation_cache"] for p in plain] == ["batch", "batch"]
+    assert [p.model_text for p in plain] == [p.model_text for p in lone[:2]]
     with pytest.raises(ValueError, match="explain_batch=0"):
         ServiceConfig(explain_batch=0)
 
