@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .drafting import MAX_DRAFT_TOKENS, Drafter, DraftStats
+from .drafting import MAX_DRAFT_TOKENS, Drafter, DraftStats, check_guess, guess_ids
 
 
 def drafted_greedy_batch(model: Any, tokenizer: Any, heads: Sequence[Sequence[int]], *, max_new_tokens: int,
@@ -60,16 +60,8 @@ def drafted_greedy_batch(model: Any, tokenizer: Any, heads: Sequence[Sequence[in
     stats = [DraftStats() for _ in range(n)]
     with torch.inference_mode():
         while rows:
-            guesses: list[list[int]] = []
-            for i in rows:
-                room = min(max_draft, max_new_tokens - len(outs[i]) - 1)
-                guess: list[int] = []
-                d = drafters[i]
-                if d is not None and room > 0:
-                    text = d(tokenizer.decode(outs[i], skip_special_tokens=True))
-                    if text:
-                        guess = list(tokenizer(text, add_special_tokens=False)["input_ids"])[:room]
-                guesses.append(guess)
+            guesses = [guess_ids(tokenizer, drafters[i], outs[i], min(max_draft, max_new_tokens - len(outs[i]) - 1))
+                       for i in rows]
             width = max(len(pending[i]) + len(g) for i, g in zip(rows, guesses, strict=True))
             ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
             new_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -85,21 +77,12 @@ def drafted_greedy_batch(model: Any, tokenizer: Any, heads: Sequence[Sequence[in
             start = mask.shape[1] - width
             for r, (i, g) in enumerate(zip(rows, guesses, strict=True)):
                 p = len(pending[i])
-                pred = logits[r, p - 1 : p + len(g)].argmax(-1).tolist()
-                j = 0
-                while j < len(g) and pred[j] == g[j]:
-                    j += 1
+                j, new = check_guess(logits[r, p - 1 : p + len(g)].argmax(-1).tolist(), g, stats[i], eos_token_id,
+                                     max_new_tokens - len(outs[i]))
                 mask[r, start + p + j : start + width] = 0  # rejected guesses and padding: holes
                 kept[i] += p + j
-                st = stats[i]
-                st.passes += 1
-                st.drafted += len(g)
-                st.accepted += j
-                new = g[:j] + [pred[j]]
-                if eos_token_id is not None and eos_token_id in new:
-                    new = new[: new.index(eos_token_id) + 1]
-                outs[i] += new[: max_new_tokens - len(outs[i])]
-                pending[i] = [pred[j]]
+                outs[i] += new
+                pending[i] = [new[-1]]
             live = [r for r, i in enumerate(rows) if len(outs[i]) < max_new_tokens
                     and not (eos_token_id is not None and outs[i][-1] == eos_token_id)]
             if len(live) < len(rows):  # finished rows leave the batch

@@ -164,6 +164,31 @@ class DraftStats:
     accepted: int = 0
 
 
+def guess_ids(tokenizer: Any, drafter: Drafter | None, out: Sequence[int], room: int) -> list[int]:
+    """Up to `room` token ids of `drafter`'s guess of what follows the text of the new ids `out`."""
+    if drafter is None or room <= 0:
+        return []
+    text = drafter(tokenizer.decode(list(out), skip_special_tokens=True))
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])[:room] if text else []
+
+
+def check_guess(pred: Sequence[int], guess: Sequence[int], st: DraftStats, eos_token_id: int | None,
+                room: int) -> tuple[int, list[int]]:
+    """One pass's verdict: `pred` are the model's greedy tokens after the pending token and after each
+    guessed one. Returns how many guessed tokens it agrees with (j) and the tokens kept: those, then
+    its own next token, cut after EOS and to `room`; `st` counts the pass."""
+    j = 0
+    while j < len(guess) and pred[j] == guess[j]:
+        j += 1
+    st.passes += 1
+    st.drafted += len(guess)
+    st.accepted += j
+    new = list(guess[:j]) + [pred[j]]
+    if eos_token_id is not None and eos_token_id in new:
+        new = new[: new.index(eos_token_id) + 1]
+    return j, new[:room]
+
+
 def drafted_greedy(model: Any, tokenizer: Any, head: Sequence[int], *, max_new_tokens: int,
                    eos_token_id: int | None, cache: Any = None, drafter: Drafter | None = None,
                    on_tokens: Callable[[list[int]], None] | None = None) -> tuple[list[int], DraftStats]:
@@ -189,36 +214,21 @@ def drafted_greedy(model: Any, tokenizer: Any, head: Sequence[int], *, max_new_t
     pending, out, st = head[past:], [], DraftStats()
     with torch.inference_mode():
         while True:
-            guess: list[int] = []
-            room = min(MAX_DRAFT_TOKENS, max_new_tokens - len(out) - 1)
-            if drafter is not None and room > 0:
-                text = drafter(tokenizer.decode(out, skip_special_tokens=True))
-                if text:
-                    guess = list(tokenizer(text, add_special_tokens=False)["input_ids"])[:room]
+            guess = guess_ids(tokenizer, drafter, out, min(MAX_DRAFT_TOKENS, max_new_tokens - len(out) - 1))
             ids = torch.tensor([pending + guess], device=device)
             logits = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[0, len(pending) - 1 :]
-            pred = logits.argmax(-1).tolist()
-            j = 0
-            while j < len(guess) and pred[j] == guess[j]:
-                j += 1
+            j, new = check_guess(logits.argmax(-1).tolist(), guess, st, eos_token_id, max_new_tokens - len(out))
             if len(guess) > j:  # the K/V of the rejected guesses goes
                 cache.crop(-(len(guess) - j))
-            st.passes += 1
-            st.drafted += len(guess)
-            st.accepted += j
-            new = guess[:j] + [pred[j]]
-            if eos_token_id is not None and eos_token_id in new:
-                new = new[: new.index(eos_token_id) + 1]
-            new = new[: max_new_tokens - len(out)]
             out += new
             if on_tokens is not None:
                 on_tokens(new)
             if len(out) >= max_new_tokens or (eos_token_id is not None and out[-1] == eos_token_id):
                 break
-            pending = [pred[j]]
+            pending = [new[-1]]
     st.tokens = len(out)
     return out, st
 
 
-__all__ = ["ENDING", "MAX_DRAFT_TOKENS", "DraftStats", "Drafter", "citation_wordings", "drafted_greedy", "drafter_for",
-           "explanation_drafter"]
+__all__ = ["ENDING", "MAX_DRAFT_TOKENS", "DraftStats", "Drafter", "check_guess", "citation_wordings", "drafted_greedy",
+           "drafter_for", "explanation_drafter", "guess_ids"]
