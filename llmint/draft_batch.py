@@ -33,7 +33,6 @@ def drafted_greedy_batch(model: Any, tokenizer: Any, heads: Sequence[Sequence[in
     `cache_mask[i].sum()` tokens of `heads[i]` (`stack_caches`; `shared_cache`), or None.
     Returns each row's new token ids and pass counts, in order."""
     import torch
-    from transformers import DynamicCache
 
     from .scoring import _device
 
@@ -46,7 +45,7 @@ def drafted_greedy_batch(model: Any, tokenizer: Any, heads: Sequence[Sequence[in
         raise ValueError(f"max_draft={max_draft}; expected >= 0")
     heads = [list(h) for h in heads]
     if cache is None:
-        cache, cache_mask = DynamicCache(), torch.zeros((n, 0), dtype=torch.long)
+        cache, cache_mask = shared_cache(None, n)
     if cache_mask is None or tuple(cache_mask.shape) != (n, cache.get_seq_length()):
         raise ValueError(f"cache_mask must be {n} rows x the cache's {cache.get_seq_length()} columns")
     mask = cache_mask.to(torch.long).cpu().clone()

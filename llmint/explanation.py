@@ -136,7 +136,7 @@ class HFGenerator:
         ds = list(drafters) if drafters is not None else [None] * len(heads)
         if len(ds) != len(heads):
             raise ValueError(f"{len(ds)} drafters for {len(heads)} heads")
-        drafted = drafters is not None and any(d is not None for d in ds)
+        drafted = any(d is not None for d in ds)
         if self.batch_size == 1 or (self.prompt_kv and not drafted):
             return [greedy_decode(r.model, r.tokenizer, h, max_new_tokens=max_new_tokens, cache=self.cache_for(h),
                                   drafter=d) for h, d in zip(heads, ds, strict=True)]
@@ -340,7 +340,7 @@ def evaluate_explanations(ranker: Any, cases: Sequence[Any], stats: CategoryStat
                 rows.append(row)
                 kvs.append(kv)
             tops = [labels[int(row.argmax())] for row in rows[i:]]
-            exs += explain_predictions(ranker, part, tops, stats, prompt_kv=kvs, draft=True,
+            exs += explain_predictions(ranker, part, tops, stats, draft=True,
                                        generator=HFGenerator(ranker, kvs, batch_size=batch))
             if progress:
                 progress(len(part))

@@ -114,6 +114,12 @@ def test_evaluate_explanations_reports_rates_and_examples(setup) -> None:
         assert [t["category"] for t in a["top3"]] == [t["category"] for t in b["top3"]]
         assert [t["p"] for t in a["top3"]] == pytest.approx([t["p"] for t in b["top3"]], abs=1e-3)
     assert plain["model_pass_rate"] == res["model_pass_rate"] and plain["counterfactual"] == res["counterfactual"]
+    from llmint.explanation import HFGenerator  # 2 shoppers at a time: scored alone, explained together, drafted
+
+    together = evaluate_explanations(r, split.test, stats, n=3, n_boot=50, n_examples=3,
+                                     generator=HFGenerator(r, batch_size=2))
+    assert [e["model_text"] for e in together["examples"][:2]] == [e["model_text"] for e in res["examples"]]
+    assert together["model_pass_rate"] == res["model_pass_rate"] and together["n"] == 3
 
 
 def test_generation_through_the_cached_prefix_gives_the_same_text(setup) -> None:
