@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -615,6 +615,12 @@ def generation(ctx: Context) -> dict[str, Any]:
             rows.append(row("generation", f"drafted explanations, {t['n']} decoded together ({t['same_ids']}/{t['n']} "
                             f"same texts), per shopper", t["together_ms_per_shopper"], "ms",
                             "drafted one at a time", t["one_at_a_time_ms_per_shopper"]))
+            rows.append(row("generation", f"scoring with each prompt's K/V kept, {t['n']} in one pass ({t['same_top']}/"
+                            f"{t['n']} same top category), per shopper", t["score_together_ms_per_shopper"], "ms",
+                            "one at a time", t["score_one_at_a_time_ms_per_shopper"]))
+            both = t["scored_and_explained_ms_per_shopper"]
+            rows.append(row("generation", f"scored and explained together ({t['n']}, as predict_batch), per shopper",
+                            both["together"], "ms", "one at a time", both["one_at_a_time"]))
     return {"ttft": ttft_ms, "tokens_per_s": tps, "no_cache": {"ttft_ms": round(nc_ttft * 1000, 1),
             "tokens_per_s": round(nc_rate, 3), "tokens": len(toks), "same_tokens_as_cached": same},
             "prefix_ttft": {**_ms(pre_ttft), "prefix_tokens": pre_len, "same_first_tokens": pre_same},
@@ -643,13 +649,14 @@ def _drafted_explanations(ctx: Context) -> dict[str, Any]:
         return {"skipped": "n_draft is 0" if cfg.n_draft == 0 else f"no bundled adapter for {ctx.ds.name}"}
     ctx.say(f"generation, {cfg.n_draft} explanations drafted vs one token a pass ({adapter.name})")
     r = LLMCategoryRanker("bench-draft", ctx.ds, cfg.level or ctx.ds.default_level,
-                          LLMRankerConfig(model=cfg.model, adapter=str(adapter), device=cfg.device, dtype=cfg.dtype),
+                          LLMRankerConfig(model=cfg.model, adapter=str(adapter), device=cfg.device, dtype=cfg.dtype,
+                                          batch_size=cfg.n_draft),  # `_drafted_together` scores them in one pass
                           loaded=ctx.loaded)
     stats = CategoryStats.from_sequences(ctx.split.train.values(), ctx.ds.items, r.taxonomy)
     tok, eos = r.tokenizer, r.tokenizer.eos_token_id
     times: dict[str, list[float]] = {"generate": [], "loop": [], "drafted": []}
     same = tokens = passes = guessed = accepted = 0
-    kept: list[tuple[list[int], Any, Any, list[int]]] = []  # head, prompt K/V, drafter, drafted ids: for the batch
+    kept: list[_Drafted] = []  # for the batch
     for i, h in enumerate(ctx.histories(cfg.n_draft + 1)):  # the first shopper warms up
         ser = r.serialize(h)
         row_, kv = r.logprobs_one(h)
@@ -673,7 +680,7 @@ def _drafted_explanations(ctx: Context) -> dict[str, Any]:
             same += tok.decode(ids, skip_special_tokens=True).strip() == out["generate"] and ids == out["loop"][0]
             tokens, passes = tokens + st.tokens, passes + st.passes
             guessed, accepted = guessed + st.drafted, accepted + st.accepted
-            kept.append((head, kv, drafter, ids))
+            kept.append(_Drafted(h, head, kv, drafter, ids))
     together = _drafted_together(ctx, r, kept, cap) if len(kept) > 1 else None
     del r
     ctx.free()
@@ -683,37 +690,66 @@ def _drafted_explanations(ctx: Context) -> dict[str, Any]:
             "together": together}
 
 
-def _drafted_together(ctx: Context, r: Any, kept: list[tuple[list[int], Any, Any, list[int]]],
-                      cap: int) -> dict[str, Any]:
-    """The drafted shoppers again, all decoded in one batch from their stacked prompt K/V
-    (`llmint.draft_batch`) vs one after another, alternating twice (the faster of each kept)."""
+@dataclass(frozen=True)
+class _Drafted:
+    """One shopper of the drafted-explanation rows: its history, explanation head, scored prompt's K/V
+    (scored alone), drafter and drafted ids."""
+
+    history: list[Any]
+    head: list[int]
+    kv: Any
+    drafter: Any
+    ids: list[int]
+
+
+def _drafted_together(ctx: Context, r: Any, kept: list[_Drafted], cap: int) -> dict[str, Any]:
+    """The drafted shoppers again, as `predict_batch` explains them, alternating twice (the faster of each
+    kept): scored one at a time (`logprobs_one`) vs in one pass (`logprobs_kv`, each prompt's K/V cut out of
+    it), and their explanations decoded one after another vs in one batch from the stacked K/V
+    (`llmint.draft_batch`)."""
     from .draft_batch import drafted_greedy_batch, stack_caches
     from .drafting import drafted_greedy
 
     tok, eos = r.tokenizer, r.tokenizer.eos_token_id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    best = {"one_at_a_time": float("inf"), "together": float("inf")}
+    best = {k: float("inf") for k in ("score_one_at_a_time", "score_together", "one_at_a_time", "together")}
     res: list[tuple[list[int], Any]] = []
+    lp = lp_alone = np.zeros(0)
     for _ in range(2):
         ctx.sync()
         t0 = time.perf_counter()
-        for head, kv, drafter, _ids in kept:
-            drafted_greedy(r.model, tok, head, max_new_tokens=cap, eos_token_id=eos, cache=kv.cache_for(head),
-                           drafter=drafter)
+        alone = [r.logprobs_one(k.history) for k in kept]
+        ctx.sync()
+        best["score_one_at_a_time"] = min(best["score_one_at_a_time"], time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        lp, kvs = r.logprobs_kv([k.history for k in kept])
+        ctx.sync()
+        best["score_together"] = min(best["score_together"], time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for k, (_, kv) in zip(kept, alone, strict=True):
+            drafted_greedy(r.model, tok, k.head, max_new_tokens=cap, eos_token_id=eos, cache=kv.cache_for(k.head),
+                           drafter=k.drafter)
         ctx.sync()
         best["one_at_a_time"] = min(best["one_at_a_time"], time.perf_counter() - t0)
         t0 = time.perf_counter()
-        cache, mask = stack_caches([kv.layers for _, kv, _, _ in kept])
-        res = drafted_greedy_batch(r.model, tok, [h for h, _, _, _ in kept], max_new_tokens=cap, eos_token_id=eos,
-                                   drafters=[d for _, _, d, _ in kept], pad_token_id=pad or 0, cache=cache,
-                                   cache_mask=mask)
+        cache, mask = stack_caches([kv.layers for kv in kvs])
+        res = drafted_greedy_batch(r.model, tok, [k.head for k in kept], max_new_tokens=cap, eos_token_id=eos,
+                                   drafters=[k.drafter for k in kept], cache=cache, cache_mask=mask)
         ctx.sync()
         best["together"] = min(best["together"], time.perf_counter() - t0)
+        lp_alone = np.stack([row for row, _ in alone])
+        del alone, kvs, cache
     n = len(kept)
-    return {"n": n, "same_ids": sum(ids == k[3] for (ids, _), k in zip(res, kept, strict=True)),
+    both = {"one_at_a_time": best["score_one_at_a_time"] + best["one_at_a_time"],
+            "together": best["score_together"] + best["together"]}
+    return {"n": n, "same_ids": sum(ids == k.ids for (ids, _), k in zip(res, kept, strict=True)),
+            "same_top": int((lp.argmax(1) == lp_alone.argmax(1)).sum()),
+            "max_abs_logprob_diff": float(np.abs(lp - lp_alone).max()),
             "passes": max(st.passes for _, st in res), "row_passes": sum(st.passes for _, st in res),
             **{f"{k}_ms_per_shopper": round(1000 * v / n, 1) for k, v in best.items()},
-            "speedup": round(best["one_at_a_time"] / best["together"], 2)}
+            "speedup": round(best["one_at_a_time"] / best["together"], 2),
+            "score_speedup": round(best["score_one_at_a_time"] / best["score_together"], 2),
+            "scored_and_explained_ms_per_shopper": {k: round(1000 * v / n, 1) for k, v in both.items()},
+            "scored_and_explained_speedup": round(both["one_at_a_time"] / both["together"], 2)}
 
 
 # ------------------------------------------------------------------------------------------ predict

@@ -22,7 +22,7 @@ from .drafting import MAX_DRAFT_TOKENS, Drafter, DraftStats, check_guess, guess_
 
 
 def drafted_greedy_batch(model: Any, tokenizer: Any, heads: Sequence[Sequence[int]], *, max_new_tokens: int,
-                         eos_token_id: int | None, drafters: Sequence[Drafter | None], pad_token_id: int = 0,
+                         eos_token_id: int | None, drafters: Sequence[Drafter | None],
                          cache: Any = None, cache_mask: Any = None,
                          max_draft: int = MAX_DRAFT_TOKENS) -> list[tuple[list[int], DraftStats]]:
     """Greedy continuations of the token ids `heads` (each to `eos_token_id`, included, or
@@ -31,6 +31,7 @@ def drafted_greedy_batch(model: Any, tokenizer: Any, heads: Sequence[Sequence[in
     row's rejected guesses cost little; None: no guesses). `cache`: a K/V cache with `len(heads)`
     rows, and `cache_mask` (long, rows x its columns) its real columns: row i's hold the first
     `cache_mask[i].sum()` tokens of `heads[i]` (`stack_caches`; `shared_cache`), or None.
+    Padding columns are masked, so they hold the tokenizer's pad id (else `eos_token_id`, else 0).
     Returns each row's new token ids and pass counts, in order."""
     import torch
 
@@ -53,6 +54,7 @@ def drafted_greedy_batch(model: Any, tokenizer: Any, heads: Sequence[Sequence[in
     if any(k >= len(h) for k, h in zip(kept, heads, strict=True)):
         raise ValueError("a head is no longer than its cached tokens; expected at least one more token")
     device = _device(model)
+    pad = next((t for t in (getattr(tokenizer, "pad_token_id", None), eos_token_id) if t is not None), 0)
     rows = list(range(n))  # the rows still decoding, in the cache's row order
     pending = [h[k:] for h, k in zip(heads, kept, strict=True)]
     outs: list[list[int]] = [[] for _ in range(n)]
@@ -62,7 +64,7 @@ def drafted_greedy_batch(model: Any, tokenizer: Any, heads: Sequence[Sequence[in
             guesses = [guess_ids(tokenizer, drafters[i], outs[i], min(max_draft, max_new_tokens - len(outs[i]) - 1))
                        for i in rows]
             width = max(len(pending[i]) + len(g) for i, g in zip(rows, guesses, strict=True))
-            ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
             new_mask = torch.zeros((len(rows), width), dtype=torch.long)
             pos = torch.zeros((len(rows), width), dtype=torch.long)
             for r, (i, g) in enumerate(zip(rows, guesses, strict=True)):

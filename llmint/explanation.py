@@ -100,7 +100,7 @@ class TextGenerator(Protocol):
 class HFGenerator:
     """transformers' greedy `generate`, continuing the longest cached prefix it has.
 
-    `prompt_kv`: K/V of scored prompts (`LLMCategoryRanker.logprobs_one`); a head that
+    `prompt_kv`: K/V of scored prompts (`LLMCategoryRanker.logprobs_kv`); a head that
     continues one of them runs only its category line before decoding. Other heads start
     from the ranker's shared-prefix cache (the system turn), or from nothing.
 
@@ -162,10 +162,8 @@ class HFGenerator:
             pre = r.prefix_ids
             shared = bool(pre) and all(starts_with(h, pre) and len(h) > len(pre) for h in heads)
             cache, mask = shared_cache(r.prefix_cache_rows(len(heads)) if shared else None, len(heads))
-        eos = tok.eos_token_id
-        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-        res = drafted_greedy_batch(r.model, tok, heads, max_new_tokens=max_new_tokens, eos_token_id=eos,
-                                   drafters=drafters, pad_token_id=pad or 0, cache=cache, cache_mask=mask)
+        res = drafted_greedy_batch(r.model, tok, heads, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                                   drafters=drafters, cache=cache, cache_mask=mask)
         return [tok.decode(ids, skip_special_tokens=True).strip() for ids, _ in res]
 
     def _generate_batch(self, heads: list[list[int]], max_new_tokens: int) -> list[str]:
@@ -199,7 +197,8 @@ class HFGenerator:
 def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], labels: Sequence[str],
                         stats: CategoryStats, *, max_new_tokens: int = 64,
                         generator: TextGenerator | None = None,
-                        prompt_kv: Sequence[Any] = (), draft: bool = False) -> list[Explanation]:
+                        prompt_kv: Sequence[Any] = (), draft: bool = False,
+                        sers: Sequence[Any] | None = None) -> list[Explanation]:
     """Generate, check and (where needed) replace the explanation of `labels[i]` for `histories[i]`.
 
     `ranker` is a `llmint.llm_ranker.LLMCategoryRanker`; every label must be one of its
@@ -207,17 +206,21 @@ def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], label
     `generator` writes the texts of all heads in one call: `HFGenerator(ranker)` when None,
     or `llmint.vllm_backend.VLLMGenerator` (continuous batching, prefix caching, the LoRA
     adapter served by vLLM). `prompt_kv`: the scored prompts' K/V for the default generator
-    (`LLMCategoryRanker.logprobs_one`), so generation skips the prompt pass. `draft`: the default
+    (`LLMCategoryRanker.logprobs_kv`), so generation skips the prompt pass. `draft`: the default
     generator (or an `HFGenerator`, one at a time or its `batch_size` together) reads ahead through the
     explanation's guessable text (the evidence template's wordings, the cited events' titles:
     `llmint.drafting`, `llmint.draft_batch`), checked by the model; other generators ignore it.
+    `sers`: the histories already serialised (`ranker.serialize`), one each, or None.
     """
     if len(histories) != len(labels):
         raise ValueError(f"{len(histories)} histories but {len(labels)} labels; expected one label each")
     for label in labels:
         if label not in ranker.taxonomy:
             raise ValueError(f"{label!r} is not a label of the taxonomy at level {ranker.taxonomy.level}")
-    sers = [ranker.serialize(h) for h in histories]
+    if sers is None:
+        sers = [ranker.serialize(h) for h in histories]
+    elif len(sers) != len(histories):
+        raise ValueError(f"{len(sers)} serialised histories for {len(histories)} histories")
     heads = [label_head(ranker.tokenizer, ranker.prompt_ids(h, ser), label)
              for h, ser, label in zip(histories, sers, labels, strict=True)]
     gen = generator or HFGenerator(ranker, prompt_kv)
@@ -234,10 +237,12 @@ def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], label
 
 def explain_prediction(ranker: Any, history: Sequence[Event], label: str, stats: CategoryStats, *,
                        max_new_tokens: int = 64, generator: TextGenerator | None = None,
-                       prompt_kv: Any = None, draft: bool = False) -> Explanation:
-    """`explain_predictions` for one history (`prompt_kv`: its scored prompt's K/V, or None)."""
+                       prompt_kv: Any = None, draft: bool = False, ser: Any = None) -> Explanation:
+    """`explain_predictions` for one history (`prompt_kv`: its scored prompt's K/V, or None; `ser`: the
+    history already serialised, or None)."""
     return explain_predictions(ranker, [history], [label], stats, max_new_tokens=max_new_tokens,
-                               generator=generator, prompt_kv=(prompt_kv,), draft=draft)[0]
+                               generator=generator, prompt_kv=(prompt_kv,), draft=draft,
+                               sers=None if ser is None else [ser])[0]
 
 
 def checked_explanation(ranker: Any, ser: Any, label: str, model_text: str, stats: CategoryStats) -> Explanation:
@@ -318,7 +323,7 @@ def evaluate_explanations(ranker: Any, cases: Sequence[Any], stats: CategoryStat
     test on the served citations, and `n_examples` full examples. `draft`: the default generator (or an
     `HFGenerator`, its `batch_size` shoppers together) reads ahead through guessed text, as the service
     does (`llmint.drafting`; greedy's text, fewer passes), and, as the service does, each shopper is
-    scored alone and its explanation continues the scored prompt's K/V (`LLMCategoryRanker.logprobs_one`):
+    scored with its batch and its explanation continues its prompt's K/V (`LLMCategoryRanker.logprobs_kv`):
     the prompt is not run twice.
     """
     from collections import Counter
@@ -333,14 +338,13 @@ def evaluate_explanations(ranker: Any, cases: Sequence[Any], stats: CategoryStat
     if draft and (generator is None or type(generator) is HFGenerator):  # as the service explains
         batch = generator.batch_size if generator is not None else 1
         rows = []
-        for i in range(0, len(hists), batch):  # `batch` shoppers scored alone, then explained together
-            part, kvs = hists[i : i + batch], []
-            for h in part:
-                row, kv = ranker.logprobs_one(h)
-                rows.append(row)
-                kvs.append(kv)
-            tops = [labels[int(row.argmax())] for row in rows[i:]]
-            exs += explain_predictions(ranker, part, tops, stats, draft=True,
+        for i in range(0, len(hists), batch):  # `batch` shoppers scored, then explained together
+            part = hists[i : i + batch]
+            sers = [ranker.serialize(h) for h in part]
+            lp, kvs = ranker.logprobs_kv(part, sers)
+            rows += list(lp)
+            tops = [labels[int(row.argmax())] for row in lp]
+            exs += explain_predictions(ranker, part, tops, stats, draft=True, sers=sers,
                                        generator=HFGenerator(ranker, kvs, batch_size=batch))
             if progress:
                 progress(len(part))

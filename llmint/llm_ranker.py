@@ -277,17 +277,21 @@ class LLMCategoryRanker:
         return self._scfg
 
     def logprobs(self, histories: Sequence[Sequence[Event]],
-                 progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """log p(label + newline | prompt), float64 (n, n_labels).
+                 progress: Callable[[int], None] | None = None, sers: Sequence[Any] | None = None) -> np.ndarray:
+        """log p(label + newline | prompt), float64 (n, n_labels). `sers`: the histories already serialised
+        (`serialize`), one each, or None.
 
         Prompts go to the scorer `max(64, 8 x batch_size)` at a time: it sorts each call's prompts
         by length before cutting batches, so a call of several batches pads little (a call of one
         batch, as when this was 64 at batch size 64, padded 34.8% of the prompt tokens of 2,048
         Office prompts at the 512-token budget; 8 batches: 5.9%), and batches above 64 are not capped."""
         self._ensure()
+        if sers is not None and len(sers) != len(histories):
+            raise ValueError(f"{len(sers)} serialised histories for {len(histories)} histories")
         out = np.zeros((len(histories), len(self.taxonomy.labels)), dtype=np.float64)
         for s in range(0, len(histories), self._step):  # prompts built one call's worth at a time
-            ids = [self.prompt_ids(h) for h in histories[s : s + self._step]]
+            ids = [self.prompt_ids(h, None if sers is None else sers[s + k])
+                   for k, h in enumerate(histories[s : s + self._step])]
             out[s : s + len(ids)] = self.logprobs_ids(ids)
             if progress:
                 progress(len(ids))
@@ -306,14 +310,25 @@ class LLMCategoryRanker:
             out[s : s + self._step] = self._scorer.score(list(prompts[s : s + self._step]))
         return out
 
-    def logprobs_one(self, history: Sequence[Event]) -> tuple[np.ndarray, Any]:
-        """`logprobs([history])[0]` and the prompt's K/V (`llmint.scoring.PromptKV`), scored alone.
+    def logprobs_kv(self, histories: Sequence[Sequence[Event]], sers: Sequence[Any] | None = None
+                    ) -> tuple[np.ndarray, list[Any]]:
+        """`logprobs(histories)` and each prompt's K/V (`llmint.scoring.PromptKV`) from the same passes
+        (`batch_size` prompts a pass, each K/V cut out of its batch's: `CategoryScorer.score_kv`).
 
-        Pass the K/V to the explanation (`explain_predictions(..., prompt_kv=[kv])`) so the
-        generation after the category runs only the category line, not the prompt again."""
+        Pass the K/V to the explanations (`explain_predictions(..., prompt_kv=kvs)`) so the generation
+        after the category runs only the category line, not the prompt again. Every K/V is held until
+        dropped: SmolLM2-135M in float32 keeps ~46 KB a prompt token (~21 MB for 450 tokens)."""
         self._ensure()
-        row, kv = self._scorer.score_one(self.prompt_ids(history))
-        return row.astype(np.float64), kv
+        if sers is not None and len(sers) != len(histories):
+            raise ValueError(f"{len(sers)} serialised histories for {len(histories)} histories")
+        ids = [self.prompt_ids(h, None if sers is None else sers[k]) for k, h in enumerate(histories)]
+        rows, kvs = self._scorer.score_kv(ids)
+        return rows.astype(np.float64), kvs
+
+    def logprobs_one(self, history: Sequence[Event], ser: Any = None) -> tuple[np.ndarray, Any]:
+        """`logprobs_kv([history])`, the prompt scored alone (`ser`: the history already serialised, or None)."""
+        rows, kvs = self.logprobs_kv([history], None if ser is None else [ser])
+        return rows[0], kvs[0]
 
     # --- event-level ranker ---------------------------------------------------------------------
 

@@ -24,8 +24,9 @@ for the labels in one of two exact modes:
   be captured as a CUDA graph (`cuda_graphs=True`, `llmint.cuda_graphs`): at batch 1
   on a GPU the launches, not the arithmetic, set the latency.
 
-`score_one(prompt)` scores a single prompt and also keeps its K/V (`PromptKV`), so a
-generation that continues the prompt (the explanation) runs only its new tokens.
+`score_kv(prompts)` also keeps each prompt's K/V (`PromptKV`), cut out of its batch's
+(`score_one(prompt)`: one prompt alone), so a generation that continues the prompt (the
+explanation) runs only its new tokens.
 
 `naive_scores()` is the slow reference (one full forward per prompt and label).
 `to_distribution()` and `fit_temperature()` turn log-probs into calibrated
@@ -87,6 +88,22 @@ class PromptKV:
         if not starts_with(head, self.ids):
             return None
         return DynamicCache(ddp_cache_data=self.layers)
+
+
+def _rows_kv(layers: Sequence[Any], p: int, width: int, lengths: Sequence[int]) -> list[tuple[tuple[Any, Any], ...]]:
+    """Each row's K/V layers cut out of a batch's cache laid out as [shared prefix: `p` columns][left
+    padding][own tokens: row i's last `lengths[i]` of the `width` after the prefix], as copies (one row's
+    tensors free without the others')."""
+    import torch
+
+    out = []
+    for i, n in enumerate(lengths):
+        own = slice(p + width - n, p + width)
+        out.append(tuple(
+            tuple(torch.cat([x[i : i + 1, :, :p], x[i : i + 1, :, own]], dim=2) for x in (layer.keys, layer.values))
+            for layer in layers
+        ))
+    return out
 
 
 def label_token_ids(
@@ -312,17 +329,32 @@ class CategoryScorer:
 
     __call__ = score
 
-    def score_one(self, prompt: Prompt) -> tuple[np.ndarray, PromptKV]:
-        """`score([prompt])[0]` and the prompt's K/V from the same pass (for the explanation after it).
+    def score_kv(self, prompts: Sequence[Prompt]) -> tuple[np.ndarray, list[PromptKV]]:
+        """`score(prompts)` and each prompt's K/V from the same passes (for the explanations after them).
 
-        The prompt runs alone (no padding), so the kept K/V is what a generation of
-        this prompt would compute, up to float error."""
+        The batches are `score`'s (sorted by length, `batch_size` at a time, left-padded; "fused":
+        without the bucket's padding). Each prompt's K/V is copied out of its batch's, its padding
+        left out, so it is what a generation of that prompt alone would compute, up to float error,
+        and it frees on its own."""
         import torch
 
-        (ids,) = self.prompt_ids([prompt])
+        ids = self.prompt_ids(prompts)
+        out = np.zeros((len(ids), len(self.labels)), dtype=np.float64)
+        kvs: list[PromptKV] = [PromptKV((), ())] * len(ids)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         with torch.inference_mode():
-            row, kv = self._score_batch([ids], keep_kv=True)
-        return row[0], PromptKV(tuple(ids), kv)
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                rows, layers = self._score_batch([ids[i] for i in chunk], keep_kv=True)
+                out[chunk] = rows
+                for i, kept in zip(chunk, layers, strict=True):
+                    kvs[i] = PromptKV(tuple(ids[i]), kept)
+        return out, kvs
+
+    def score_one(self, prompt: Prompt) -> tuple[np.ndarray, PromptKV]:
+        """`score([prompt])[0]` and the prompt's K/V from the same pass, the prompt alone (no padding)."""
+        rows, kvs = self.score_kv([prompt])
+        return rows[0], kvs[0]
 
     def set_prefix(self, prefix: Prompt | None) -> None:
         """Cache the K/V of a token prefix that prompts share (a chat template's system turn).
@@ -379,7 +411,7 @@ class CategoryScorer:
         return cache
 
     def _score_batch(self, batch: list[list[int]], keep_kv: bool = False) -> Any:
-        """Scores of the batch; with `keep_kv` (one prompt only) also its K/V layers before the label pass."""
+        """Scores of the batch; with `keep_kv` also each prompt's K/V layers before the label pass (`_rows_kv`)."""
         import torch
 
         if self.mode == "fused":
@@ -408,10 +440,9 @@ class CategoryScorer:
         )
         root = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (n, V)
         lengths = mask.sum(-1)  # (n,)
-        if keep_kv:  # the label pass appends to the cache by concatenation: these tensors stay the prompt's
-            if n != 1:
-                raise ValueError(f"keep_kv needs a batch of one prompt, not {n}")
-            kept = tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
+        if keep_kv:  # the label pass appends to the cache by concatenation: these tensors stay the prompts'
+            kept = _rows_kv(out.past_key_values.layers, p if shared else 0, input_ids.shape[1],
+                            [len(x) for x in batch])
         if self.mode == "trie":
             scores = self._trie_pass(out.past_key_values, mask, lengths, root).cpu().numpy()
         else:
@@ -501,14 +532,10 @@ class CategoryScorer:
             width = -(-width // self.bucket) * self.bucket
         input_ids, mask = left_pad(rows, self._pad_id, width)
         ids, attn, positions = self._fused_inputs(input_ids.to(device), mask.to(device), p)
-        if keep_kv:
-            if n != 1:
-                raise ValueError(f"keep_kv needs a batch of one prompt, not {n}")
+        if keep_kv:  # each prompt's K/V, less the trie nodes' after it
             out = self._fused_forward(ids, attn, positions, keep=True)
             scores = self._logit_sums(out.logits)
-            k = p + width  # the prompt's K/V, less the trie nodes' after it
-            kept = tuple((layer.keys[:, :, :k], layer.values[:, :, :k]) for layer in out.past_key_values.layers)
-            return scores.cpu().numpy(), kept
+            return scores.cpu().numpy(), _rows_kv(out.past_key_values.layers, p, width, [len(x) for x in rows])
         if graphs:
             if self._graphs is None:
                 from .cuda_graphs import ShapeGraphs

@@ -48,10 +48,11 @@ the redacted text, and report `input_identical=False`.
 
 Threads. Many threads may call `predict` at once: tokeniser and model calls are
 serialised by one lock, index searches by another, histories by a third; the
-audit log is thread-safe. With `coalesce_max` > 1, single predictions that keep
-no prompt K/V (`explain=False`) and arrive together are scored in one pass
-(`llmint.coalesce`); each audit row records its `score_batch`. This module knows nothing about HTTP or UIs; torch and
-faiss are imported inside the functions that need them.
+audit log is thread-safe. With `coalesce_max` > 1, single predictions that arrive
+together are scored in one pass (`llmint.coalesce`; an explained one gets its own
+prompt's K/V cut out of it); each audit row records its `score_batch`. This module
+knows nothing about HTTP or UIs; torch and faiss are imported inside the functions
+that need them.
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ class InterestService:
         # a template built in code has no file hash: hash its text, once, so replay can compare it
         self.prompt_sha256 = self.prompt.sha256 or _sha256_text(self.prompt.system + "\n" + self.prompt.user)
         self._model_lock = threading.Lock()  # tokeniser + model: one caller at a time
-        self._coalescer: Coalescer[list[Event], tuple[Any, np.ndarray]] | None = None
+        self._coalescer: Coalescer[tuple[list[Event], bool], tuple[Any, np.ndarray, Any]] | None = None
         if cfg.coalesce_max > 1:  # lone requests from many threads share one scoring pass
             self._coalescer = Coalescer(self._score_together, max_batch=cfg.coalesce_max,
                                         wait_s=cfg.coalesce_wait_ms / 1000, lock=self._model_lock)
@@ -432,12 +433,12 @@ class InterestService:
     def _compute(self, reqs: Sequence[_Request], s: _Settings, keep_kv: bool | None = None) -> list[dict[str, Any]]:
         """The model, explanation and retrieval work for checked requests; no audit.
 
-        `keep_kv` (default: when explaining and `config.keep_prompt_kv`): each shopper is scored alone and
-        its prompt's K/V is kept (out["kv"] when not explaining) for the explanation to continue instead of
-        re-reading the prompt, so a batch gives each shopper what `predict` gives it alone. Otherwise the
-        batch is scored in one `logprobs` call and each explanation runs its own prompt after the shared
-        prefix. Kept K/V are dropped as each explanation is written (SmolLM2-135M, float32: ~46 KB a
-        prompt token, ~21 MB for a 450-token prompt, so a batch of 64 holds ~1.3 GB at most)."""
+        The warm shoppers are scored in one call (`batch_size` a pass). With `keep_kv` (default: when
+        explaining and `config.keep_prompt_kv`) each prompt's K/V is cut out of its pass and kept
+        (out["kv"] when not explaining) for the explanation to continue instead of re-reading the prompt
+        (`logprobs_kv`); otherwise each explanation runs its own prompt after the shared prefix. Kept K/V
+        are dropped as each explanation is written (SmolLM2-135M, float32: ~46 KB a prompt token, ~21 MB
+        for a 450-token prompt, so a batch of 64 holds ~1.3 GB at most)."""
         from .coldstart import blend_prior
         from .scoring import to_distribution
 
@@ -447,23 +448,23 @@ class InterestService:
         if keep_kv is None:
             keep_kv = s.explain and self.config.keep_prompt_kv
         keep = keep_kv and bool(warm)
-        coalesce = self._coalescer is not None and not keep and len(reqs) == 1 and bool(warm)
+        coalesce = self._coalescer is not None and len(reqs) == 1 and bool(warm)
         kvs: dict[int, Any] = {}  # request index -> its scored prompt's K/V
         score_batch = len(warm)
         if coalesce:  # not under the model lock: the coalescer takes it around the batch it runs
-            (ser, row), score_batch = self._coalescer(reqs[0].events)  # type: ignore[misc]
+            (ser, row, kv), score_batch = self._coalescer((reqs[0].events, keep))  # type: ignore[misc]
             sers, lp = [ser], row[None]
+            if keep:
+                kvs[0] = kv
         else:
             with self._model_lock:
                 sers = [self.ranker.serialize(r.events) for r in reqs]
-                if keep:  # each shopper alone, its prompt's K/V kept for its explanation
-                    rows = []
-                    for i in warm:
-                        row, kvs[i] = self.ranker.logprobs_one(reqs[i].events)
-                        rows.append(row)
-                    lp, score_batch = np.stack(rows), 1
+                if keep:  # each prompt's K/V kept for its explanation
+                    lp, kept = self.ranker.logprobs_kv([reqs[i].events for i in warm], [sers[i] for i in warm])
+                    kvs = dict(zip(warm, kept, strict=True))
                 else:
-                    lp = self.ranker.logprobs([reqs[i].events for i in warm]) if warm else np.zeros((0, n_lab))
+                    lp = (self.ranker.logprobs([reqs[i].events for i in warm], sers=[sers[i] for i in warm]) if warm
+                          else np.zeros((0, n_lab)))
         model_p = to_distribution(lp, s.temperature) if warm else lp
         t_score = (time.perf_counter() - t0) * 1000
         blended = [blend_prior(model_p[warm[i]] if r.events else None, len(r.events), self.prior,
@@ -473,14 +474,14 @@ class InterestService:
         t_together = 0.0
         if s.explain and self.config.explain_batch > 1 and len(warm) > 1:
             t1 = time.perf_counter()
-            together = self._explain_together(reqs, labels, list(warm), s, kvs)
+            together = self._explain_together(reqs, sers, labels, list(warm), s, kvs)
             t_together = (time.perf_counter() - t1) * 1000 / len(warm)  # each row's share of the batch
         outs: list[dict[str, Any]] = []
         for i, (req, ser) in enumerate(zip(reqs, sers, strict=True)):
             (p, w_prior), label = blended[i], labels[i]
             t1 = time.perf_counter()
             kv = kvs.pop(i, None)  # dropped once explained
-            ex = together.get(i) or (self._explain(req, label, s, kv) if s.explain else None)
+            ex = together.get(i) or (self._explain(req, ser, label, s, kv) if s.explain else None)
             t2 = time.perf_counter()
             products = self._products(req.events, label, s) if s.n_products else ()
             t3 = time.perf_counter()
@@ -495,15 +496,20 @@ class InterestService:
             })
         return outs
 
-    def _score_together(self, histories: list[list[Event]]) -> list[tuple[Any, np.ndarray]]:
-        """The coalescer's batch (model lock held): each history serialised, all scored in one `logprobs` call.
-        Serialising here, not before queueing, keeps callers off the model lock while a batch runs, so they
-        queue up for the next one."""
+    def _score_together(self, items: list[tuple[list[Event], bool]]) -> list[tuple[Any, np.ndarray, Any]]:
+        """The coalescer's batch (model lock held): (history, keep its prompt's K/V) items, each history
+        serialised, all scored in one call (`logprobs_kv` when any caller keeps K/V: each gets its own prompt's,
+        the others None). Serialising here, not before queueing, keeps callers off the model lock while a
+        batch runs, so they queue up for the next one."""
+        histories = [h for h, _ in items]
         sers = [self.ranker.serialize(h) for h in histories]
-        return list(zip(sers, self.ranker.logprobs(histories), strict=True))
+        if not any(keep for _, keep in items):
+            return [(ser, row, None) for ser, row in zip(sers, self.ranker.logprobs(histories, sers=sers), strict=True)]
+        lp, kvs = self.ranker.logprobs_kv(histories, sers)
+        return [(ser, row, kv if keep else None) for ser, row, kv, (_, keep) in zip(sers, lp, kvs, items, strict=True)]
 
-    def _explain_together(self, reqs: Sequence[_Request], labels: Sequence[str], rows: Sequence[int],
-                          s: _Settings, kvs: Mapping[int, Any]) -> dict[int, dict[str, Any]]:
+    def _explain_together(self, reqs: Sequence[_Request], sers: Sequence[Any], labels: Sequence[str],
+                          rows: Sequence[int], s: _Settings, kvs: Mapping[int, Any]) -> dict[int, dict[str, Any]]:
         """Explanations of `reqs[i]` for i in `rows` (warm shoppers), decoded `config.explain_batch` at a time:
         drafted, continuing their scored prompts' K/V `kvs` (stacked; `llmint.draft_batch`); undrafted, after
         the shared prefix (transformers' `generate`)."""
@@ -516,6 +522,7 @@ class InterestService:
             kept = [kvs[i] for i in rows if i in kvs] if s.draft else []
             exs = explain_predictions(self.ranker, [reqs[i].events for i in rows], [labels[i] for i in rows],
                                       self.stats, max_new_tokens=s.max_new_tokens, draft=s.draft,
+                                      sers=[sers[i] for i in rows],
                                       generator=HFGenerator(self.ranker, kept, batch_size=self.config.explain_batch))
         return {i: _explanation_dict(ex) for i, ex in zip(rows, exs, strict=True)}
 
@@ -530,7 +537,7 @@ class InterestService:
         v = check_faithfulness(text, (), label)
         return {"text": text, "source": "prior", "model_text": None, "ok": v.ok, "reasons": v.reasons, "cited": ()}
 
-    def _explain(self, req: _Request, label: str, s: _Settings, kv: Any = None) -> dict[str, Any]:
+    def _explain(self, req: _Request, ser: Any, label: str, s: _Settings, kv: Any = None) -> dict[str, Any]:
         from .explanation import explain_prediction
 
         if not req.events:
@@ -540,7 +547,7 @@ class InterestService:
         with self._model_lock:
             torch.manual_seed(self.config.seed)
             ex = explain_prediction(self.ranker, req.events, label, self.stats, max_new_tokens=s.max_new_tokens,
-                                    prompt_kv=kv, draft=s.draft)
+                                    prompt_kv=kv, draft=s.draft, ser=ser)
         return _explanation_dict(ex)
 
     def _products(self, events: Sequence[Event], label: str, s: _Settings) -> tuple[Product, ...]:
@@ -683,7 +690,7 @@ class InterestService:
             yield ex["text"]
         else:
             chunks = []
-            for chunk in self._generate_stream(req.events, label, s.max_new_tokens, kv, s.draft):
+            for chunk in self._generate_stream(req.events, ser, label, s.max_new_tokens, kv, s.draft):
                 chunks.append(chunk)
                 yield chunk
             checked = checked_explanation(self.ranker, ser, label, "".join(chunks).strip(), self.stats)
@@ -694,9 +701,10 @@ class InterestService:
         out["timings_ms"]["explain"] = (time.perf_counter() - t1) * 1000
         stream.prediction = self._serve(req, out, s, t0)
 
-    def _generate_stream(self, events: Sequence[Event], label: str, max_new_tokens: int,
+    def _generate_stream(self, events: Sequence[Event], ser: Any, label: str, max_new_tokens: int,
                          kv: Any = None, draft: bool = False) -> Iterator[str]:
-        """Greedy generation after `prompt + label + "\n"` in a worker thread that holds the model lock
+        """Greedy generation after `prompt + label + "\n"` (the prompt of `events`, serialised as `ser`)
+        in a worker thread that holds the model lock
         (continuing the scored prompt's K/V `kv` when given, and reading ahead through guessed text
         when `draft`, as `predict` does)."""
         import torch
@@ -707,7 +715,6 @@ class InterestService:
         from .scoring import _device
 
         with self._model_lock:
-            ser = self.ranker.serialize(events)
             tok = self.ranker.tokenizer
             head = self.ranker.prompt_ids(events, ser) + list(tok(label + "\n", add_special_tokens=False)["input_ids"])
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=600.0)

@@ -75,9 +75,9 @@ class ServiceConfig:
     max_batch: int = field(default=64, metadata=_h("predict_batch takes at most this many inputs"))
     coalesce_max: int = field(default=1, metadata=_h(
         "requests for one shopper arriving from several threads at once are scored together, up to this "
-        "many in one pass (llmint.coalesce; 1: off). Serves predictions that keep no prompt K/V: "
-        "explain=False, or keep_prompt_kv=False. Pays where a batch costs about what one shopper costs "
-        "(a GPU); probabilities equal the lone ones up to float error (replay_atol)"))
+        "many in one pass (llmint.coalesce; 1: off); explained requests get their own prompt's K/V cut out "
+        "of the pass. Pays where a batch costs about what one shopper costs (a GPU); probabilities equal the "
+        "lone ones up to float error (replay_atol)"))
     coalesce_wait_ms: float = field(default=0.0, metadata=_h(
         "with coalesce_max > 1: how long a request waits for company before it is scored (0: none; "
         "requests still queue up while the model is busy, which is when batching pays)"))
@@ -93,9 +93,9 @@ class ServiceConfig:
         "equal the lone ones up to float error; a replay, run alone, reports a near tie that broke the "
         "other way"))
     keep_prompt_kv: bool = field(default=True, metadata=_h(
-        "an explained shopper (alone or in predict_batch) is scored alone and its explanation continues "
-        "the K/V that scoring pass computed for the prompt (False: a batch is scored in one pass and "
-        "generation runs each prompt again after the shared system turn)"))
+        "an explained shopper's explanation continues the K/V its scoring pass computed for the prompt "
+        "(in predict_batch, each prompt's own K/V cut out of its batch_size pass); False: generation runs "
+        "each prompt again after the shared system turn"))
     draft_explanations: bool = field(default=True, metadata=_h(
         "a single explanation reads ahead through text it can guess (the evidence template's wordings, "
         "the cited events' titles), each guess checked by the model in one pass (llmint.drafting): "

@@ -84,7 +84,7 @@ def test_rows_decoded_together_give_the_lone_drafted_ids(lm, tok, start):
         cache, mask = stack_caches(layers)
         assert mask.tolist()[2] == [0] * 7 + [1, 1]  # left padding, 0 in the mask
     res = drafted_greedy_batch(lm, tok, heads, max_new_tokens=n, eos_token_id=tok.eos_token_id,
-                               drafters=_drafters(tok, lone), pad_token_id=tok.pad_token_id, cache=cache,
+                               drafters=_drafters(tok, lone), cache=cache,
                                cache_mask=mask)
     assert [ids for ids, _ in res] == lone
     right, wrong, none, half = (st for _, st in res)
@@ -102,7 +102,7 @@ def test_rows_that_end_early_leave_and_the_others_go_on(lm, tok):
     assert end not in lone[1][:2]
     for n in (1, 3, 10):
         res = drafted_greedy_batch(lm, tok, heads, max_new_tokens=n, eos_token_id=end,
-                                   drafters=[None] * 4, pad_token_id=tok.pad_token_id)
+                                   drafters=[None] * 4)
         alone = [drafted_greedy(lm, tok, h, max_new_tokens=n, eos_token_id=end)[0] for h in heads]
         assert [ids for ids, _ in res] == alone
         assert len(res[1][0]) == min(n, 3) and all(len(ids) <= n for ids, _ in res)

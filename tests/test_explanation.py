@@ -114,7 +114,7 @@ def test_evaluate_explanations_reports_rates_and_examples(setup) -> None:
         assert [t["category"] for t in a["top3"]] == [t["category"] for t in b["top3"]]
         assert [t["p"] for t in a["top3"]] == pytest.approx([t["p"] for t in b["top3"]], abs=1e-3)
     assert plain["model_pass_rate"] == res["model_pass_rate"] and plain["counterfactual"] == res["counterfactual"]
-    from llmint.explanation import HFGenerator  # 2 shoppers at a time: scored alone, explained together, drafted
+    from llmint.explanation import HFGenerator  # 2 shoppers at a time: scored in one pass, explained together
 
     together = evaluate_explanations(r, split.test, stats, n=3, n_boot=50, n_examples=3,
                                      generator=HFGenerator(r, batch_size=2))

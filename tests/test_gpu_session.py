@@ -99,6 +99,7 @@ def test_stage_and_all_run_every_step_and_bring_back_what_the_tool_returns(carry
     assert drafted["passes"] < drafted["tokens"] and drafted["drafted"]["p50_ms"] > 0, drafted
     together = drafted["together"]  # the same two decoded in one batch (llmint.draft_batch)
     assert together["n"] == together["same_ids"] == 2 and together["passes"] <= together["row_passes"], together
+    assert together["same_top"] == 2 and together["max_abs_logprob_diff"] < 1e-3, together  # scored in one pass
     assert bench["sections"]["lora"]["examples_per_s"] > 0
     systems = json.loads((out / "eval_office.json").read_text())["tasks"]["category"]["slices"]["test"]["systems"]
     assert {"markov", "most_popular", "llm+lora-office"} <= set(systems)

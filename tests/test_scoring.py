@@ -178,8 +178,34 @@ def test_score_one_keeps_the_prompts_kv_for_generation(tiny_lm, tiny_tok, mode, 
     assert cached.tolist() == plain.tolist()
     assert torch.allclose(logits_cached, logits_plain, atol=1e-5)
     assert all(k.shape[-2] == len(ids) for k, _ in kv.layers)  # generating did not grow the kept tensors
-    with pytest.raises(ValueError, match="one prompt"):
-        s._score_batch([ids, ids], keep_kv=True)
+
+
+@pytest.mark.parametrize("mode", ["trie", "flat", "fused"])
+@pytest.mark.parametrize("prefix", [None, "1. the user"])
+def test_score_kv_cuts_each_prompts_kv_out_of_its_batch(tiny_lm, tiny_tok, mode, prefix):
+    """Batched with padding, each prompt's K/V is its own columns only: what it computes alone."""
+    s = CategoryScorer(tiny_lm, tiny_tok, LABELS, mode=mode, label_chunk=3, batch_size=3, bucket=8)
+    s.set_prefix(prefix)
+    prompts = PREFIXED[:3] + PROMPTS[:3]  # lengths 3 to 18 tokens; some share the prefix, some do not
+    rows, kvs = s.score_kv(prompts)
+    assert np.abs(rows - s.score(prompts)).max() < 1e-5
+    for prompt, row, kv in zip(prompts, rows, kvs, strict=True):
+        lone_row, lone = s.score_one(prompt)
+        assert kv.ids == lone.ids and len(kv.layers) == len(lone.layers)
+        assert np.abs(row - lone_row).max() < 1e-5
+        for (k, v), (k1, v1) in zip(kv.layers, lone.layers, strict=True):
+            assert k.shape == k1.shape and v.shape == v1.shape and k.shape[-2] == len(kv.ids)
+            assert torch.allclose(k, k1, atol=1e-5) and torch.allclose(v, v1, atol=1e-5)
+    head = list(kvs[2].ids) + [WORDS.index("Toys")]
+    x = torch.tensor([head])
+    with torch.inference_mode():
+        plain = tiny_lm(input_ids=x).logits[0, -1]
+        cached = tiny_lm(input_ids=x[:, -1:], past_key_values=kvs[2].cache_for(head)).logits[0, -1]
+    assert torch.allclose(cached, plain, atol=1e-5)
+    with torch.inference_mode():
+        kvs[0].layers[0][0].zero_()  # a copy: the other rows' tensors are untouched
+    assert kvs[1].layers[0][0].abs().sum() > 0
+    assert s.score_kv([]) == (pytest.approx(np.zeros((0, len(LABELS)))), [])
 
 
 def test_naive_is_the_sum_of_token_logprobs_including_eos(tiny_lm, tiny_tok, reference):

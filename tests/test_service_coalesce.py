@@ -2,7 +2,7 @@
 
 What is checked: a coalesced prediction equals the same shopper predicted alone (float32 batch noise,
 `replay_atol`), every audit row says how many shoppers its scoring pass held, such a row replays
-identical, and predictions that keep their prompt K/V (explanations) are not coalesced.
+identical, and explained predictions, coalesced too, continue their own prompt's K/V cut out of the pass.
 """
 
 from __future__ import annotations
@@ -52,13 +52,21 @@ def test_concurrent_requests_share_one_pass_and_equal_the_lone_ones(svc) -> None
     assert rep.identical and rep.versions_match, rep.differences
 
 
-def test_predictions_that_keep_their_prompt_kv_are_not_coalesced(svc) -> None:
-    before = svc.coalesce_stats.items
-    ps = _at_once(svc, svc.user_ids()[:2], explain=True)
-    assert svc.coalesce_stats.items == before
-    for p in ps.values():
+def test_explained_predictions_share_a_pass_and_continue_their_own_prompts(svc) -> None:
+    users = svc.user_ids()[:2]
+    alone = {u: svc.predict(u, n_products=1) for u in users}
+    before = svc.coalesce_stats.sizes.get(2, 0)
+    ps = _at_once(svc, users, explain=True)
+    assert svc.coalesce_stats.sizes.get(2, 0) == before + 1  # both scored in one pass
+    for u, p in ps.items():
         d = svc.audit.get(p.audit_id).decoding
-        assert d["score_batch"] == 1 and d["generation_cache"] == "prompt"
+        assert d["score_batch"] == 2 and d["generation_cache"] == "prompt"
+        assert p.model_text == alone[u].model_text and p.top_category == alone[u].top_category
+        rep = svc.replay(p.audit_id)
+        assert rep.identical, rep.differences
+    stream = svc.stream_explanation(users[0], n_products=1)  # a stream's scoring goes through the coalescer too
+    assert "".join(stream) and stream.prediction.model_text == alone[users[0]].model_text
+    assert svc.audit.get(stream.prediction.audit_id).decoding["generation_cache"] == "prompt"
 
 
 def test_a_cold_shopper_is_not_scored_and_a_batch_is_scored_as_one(svc) -> None:
