@@ -58,7 +58,7 @@ class AppConfig:
     max_new_tokens: int = 64
     n_products: int = 5
     dtype: str = "float32"
-    coalesce: int = 1  # /predict API requests arriving together scored in one pass, up to this many (1: off)
+    coalesce: int = 1  # requests arriving together (API and chat) scored in one pass, up to this many (1: off)
 
 
 class Backend:
@@ -474,8 +474,8 @@ def _args(argv: list[str] | None = None) -> AppConfig:
                    help="model dtype (default: %(default)s); auto: bfloat16 where the CPU or GPU computes it "
                         "natively, about 1.8x faster scoring on such a CPU")
     p.add_argument("--coalesce", type=int, default=d.coalesce,
-                   help="score up to N concurrent /predict API requests (explain off) in one model pass "
-                        "(default: %(default)s, off; pays on a GPU, see docs/scaling.md)")
+                   help="score up to N concurrent requests (the /predict API's and the chat's) in one model "
+                        "pass (default: %(default)s, off; pays on a GPU, see docs/scaling.md)")
     p.add_argument("--hash-password", action="store_true",
                    help="read a password on stdin, print its hash for a users file, and exit")
     a = vars(p.parse_args(argv))
