@@ -286,16 +286,21 @@ class LLMCategoryRanker:
         batch, as when this was 64 at batch size 64, padded 34.8% of the prompt tokens of 2,048
         Office prompts at the 512-token budget; 8 batches: 5.9%), and batches above 64 are not capped."""
         self._ensure()
-        if sers is not None and len(sers) != len(histories):
-            raise ValueError(f"{len(sers)} serialised histories for {len(histories)} histories")
         out = np.zeros((len(histories), len(self.taxonomy.labels)), dtype=np.float64)
         for s in range(0, len(histories), self._step):  # prompts built one call's worth at a time
-            ids = [self.prompt_ids(h, None if sers is None else sers[s + k])
-                   for k, h in enumerate(histories[s : s + self._step])]
+            ids = self._prompts(histories, sers, s, s + self._step)
             out[s : s + len(ids)] = self.logprobs_ids(ids)
             if progress:
                 progress(len(ids))
         return out
+
+    def _prompts(self, histories: Sequence[Sequence[Event]], sers: Sequence[Any] | None, start: int,
+                 stop: int) -> list[list[int]]:
+        """`prompt_ids` of `histories[start:stop]`, from `sers` (one per history) when given."""
+        if sers is not None and len(sers) != len(histories):
+            raise ValueError(f"{len(sers)} serialised histories for {len(histories)} histories")
+        return [self.prompt_ids(h, None if sers is None else sers[start + k])
+                for k, h in enumerate(histories[start:stop])]
 
     @property
     def _step(self) -> int:
@@ -319,10 +324,7 @@ class LLMCategoryRanker:
         after the category runs only the category line, not the prompt again. Every K/V is held until
         dropped: SmolLM2-135M in float32 keeps ~46 KB a prompt token (~21 MB for 450 tokens)."""
         self._ensure()
-        if sers is not None and len(sers) != len(histories):
-            raise ValueError(f"{len(sers)} serialised histories for {len(histories)} histories")
-        ids = [self.prompt_ids(h, None if sers is None else sers[k]) for k, h in enumerate(histories)]
-        rows, kvs = self._scorer.score_kv(ids)
+        rows, kvs = self._scorer.score_kv(self._prompts(histories, sers, 0, len(histories)))
         return rows.astype(np.float64), kvs
 
     def logprobs_one(self, history: Sequence[Event], ser: Any = None) -> tuple[np.ndarray, Any]:

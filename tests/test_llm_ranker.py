@@ -50,6 +50,12 @@ def test_logprobs_hands_the_scorer_several_batches_per_call(smollm2, ds, batch_s
     hist = ds.histories()["u0"][:2]
     assert r.logprobs([hist] * (call + 3)).shape == (call + 3, len(r.taxonomy.labels))
     assert seen == [call, 3]
+    ser = r.serialize(hist)  # histories the caller already serialised: one each
+    assert r.logprobs([hist] * 3, sers=[ser] * 3).shape == (3, len(r.taxonomy.labels))
+    with pytest.raises(ValueError, match="2 serialised histories for 3 histories"):
+        r.logprobs([hist] * 3, sers=[ser] * 2)
+    with pytest.raises(ValueError, match="2 serialised histories for 3 histories"):
+        r.logprobs_kv([hist] * 3, [ser] * 2)
 
 
 def test_token_counter_counts_what_the_tokenizer_returns(smollm2, ds) -> None:
