@@ -680,7 +680,7 @@ def _drafted_explanations(ctx: Context) -> dict[str, Any]:
             same += tok.decode(ids, skip_special_tokens=True).strip() == out["generate"] and ids == out["loop"][0]
             tokens, passes = tokens + st.tokens, passes + st.passes
             guessed, accepted = guessed + st.drafted, accepted + st.accepted
-            kept.append(_Drafted(h, head, kv, drafter, ids))
+            kept.append(_Drafted(h, head, drafter, ids))
     together = _drafted_together(ctx, r, kept, cap) if len(kept) > 1 else None
     del r
     ctx.free()
@@ -692,12 +692,11 @@ def _drafted_explanations(ctx: Context) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Drafted:
-    """One shopper of the drafted-explanation rows: its history, explanation head, scored prompt's K/V
-    (scored alone), drafter and drafted ids."""
+    """One shopper of the drafted-explanation rows: its history, explanation head, drafter and drafted ids
+    (drafted from its prompt's K/V, scored alone)."""
 
     history: list[Any]
     head: list[int]
-    kv: Any
     drafter: Any
     ids: list[int]
 
