@@ -219,10 +219,8 @@ def explain_predictions(ranker: Any, histories: Sequence[Sequence[Event]], label
             raise ValueError(f"{label!r} is not a label of the taxonomy at level {ranker.taxonomy.level}")
     if sers is None:
         sers = [ranker.serialize(h) for h in histories]
-    elif len(sers) != len(histories):
-        raise ValueError(f"{len(sers)} serialised histories for {len(histories)} histories")
-    heads = [label_head(ranker.tokenizer, ranker.prompt_ids(h, ser), label)
-             for h, ser, label in zip(histories, sers, labels, strict=True)]
+    heads = [label_head(ranker.tokenizer, ids, label)
+             for ids, label in zip(ranker.prompts(histories, sers), labels, strict=True)]
     gen = generator or HFGenerator(ranker, prompt_kv)
     if draft and isinstance(gen, HFGenerator) and heads:
         drafters = [drafter_for(ranker, ser, label, stats) for ser, label in zip(sers, labels, strict=True)]

@@ -288,15 +288,15 @@ class LLMCategoryRanker:
         self._ensure()
         out = np.zeros((len(histories), len(self.taxonomy.labels)), dtype=np.float64)
         for s in range(0, len(histories), self._step):  # prompts built one call's worth at a time
-            ids = self._prompts(histories, sers, s, s + self._step)
+            ids = self.prompts(histories, sers, s, s + self._step)
             out[s : s + len(ids)] = self.logprobs_ids(ids)
             if progress:
                 progress(len(ids))
         return out
 
-    def _prompts(self, histories: Sequence[Sequence[Event]], sers: Sequence[Any] | None, start: int,
-                 stop: int) -> list[list[int]]:
-        """`prompt_ids` of `histories[start:stop]`, from `sers` (one per history) when given."""
+    def prompts(self, histories: Sequence[Sequence[Event]], sers: Sequence[Any] | None = None, start: int = 0,
+                stop: int | None = None) -> list[list[int]]:
+        """`prompt_ids` of `histories[start:stop]`, from `sers` (one per history, checked) when given."""
         if sers is not None and len(sers) != len(histories):
             raise ValueError(f"{len(sers)} serialised histories for {len(histories)} histories")
         return [self.prompt_ids(h, None if sers is None else sers[start + k])
@@ -324,7 +324,7 @@ class LLMCategoryRanker:
         after the category runs only the category line, not the prompt again. Every K/V is held until
         dropped: SmolLM2-135M in float32 keeps ~46 KB a prompt token (~21 MB for 450 tokens)."""
         self._ensure()
-        rows, kvs = self._scorer.score_kv(self._prompts(histories, sers, 0, len(histories)))
+        rows, kvs = self._scorer.score_kv(self.prompts(histories, sers))
         return rows.astype(np.float64), kvs
 
     def logprobs_one(self, history: Sequence[Event], ser: Any = None) -> tuple[np.ndarray, Any]:

@@ -711,12 +711,12 @@ class InterestService:
         from transformers import TextIteratorStreamer
 
         from .drafting import drafted_greedy, drafter_for
-        from .explanation import HFGenerator
+        from .explanation import HFGenerator, label_head
         from .scoring import _device
 
         with self._model_lock:
             tok = self.ranker.tokenizer
-            head = self.ranker.prompt_ids(events, ser) + list(tok(label + "\n", add_special_tokens=False)["input_ids"])
+            head = label_head(tok, self.ranker.prompt_ids(events, ser), label)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=600.0)
         failure: list[BaseException] = []
 

@@ -67,6 +67,8 @@ def test_a_cited_event_of_another_category_is_not_served(setup) -> None:
     assert bad.source == "evidence" and bad.model_text == wrong and bad.verdict.ok
     assert bad.model_verdict.reasons == (f"cites [{k}] as in this category, but it is in {cats[k - 1]!r}",)
     assert good.source == "model" and good.text == right
+    with pytest.raises(ValueError, match="1 serialised histories for 2 histories"):
+        explain_predictions(r, [h, h], [label, label], stats, generator=_Fixed([wrong, right]), sers=[r.serialize(h)])
 
 
 def test_generated_text_must_cite_an_event() -> None:

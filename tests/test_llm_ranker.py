@@ -56,6 +56,9 @@ def test_logprobs_hands_the_scorer_several_batches_per_call(smollm2, ds, batch_s
         r.logprobs([hist] * 3, sers=[ser] * 2)
     with pytest.raises(ValueError, match="2 serialised histories for 3 histories"):
         r.logprobs_kv([hist] * 3, [ser] * 2)
+    assert r.prompts([hist] * 3, [ser] * 3, 1) == [r.prompt_ids(hist)] * 2  # the one place both build prompts
+    with pytest.raises(ValueError, match="2 serialised histories for 3 histories"):
+        r.prompts([hist] * 3, [ser] * 2)
 
 
 def test_token_counter_counts_what_the_tokenizer_returns(smollm2, ds) -> None:
