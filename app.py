@@ -85,7 +85,7 @@ class Backend:
         from llmint.embed import load_embedder
         from llmint.loaders import load_dataset
         from llmint.models import load_model
-        from llmint.paths import home
+        from llmint.paths import index_dir
         from llmint.service import InterestService
         from llmint.service_config import ServiceConfig
 
@@ -101,7 +101,7 @@ class Backend:
                 dataset = load_dataset(name, data_dir=Path(cfg.data_dir) if cfg.data_dir else None)
                 scfg = ServiceConfig(model=cfg.model, adapter=cfg.adapter, max_new_tokens=cfg.max_new_tokens,
                                      dtype=cfg.dtype, coalesce_max=cfg.coalesce,
-                                     index_dir=str(home() / "index" / name))
+                                     index_dir=str(index_dir(name)))
                 self._services[name] = InterestService.from_dataset(
                     dataset, scfg, loaded=self._loaded, embedder=self._embedder, audit=self.audit)
                 logger.info("dataset %s ready in %.1f s", name, time.perf_counter() - t0)

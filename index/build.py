@@ -17,7 +17,6 @@ reported before anything is encoded.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import time
@@ -25,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from llmint.index_cache import catalogue_fingerprint
 from llmint.index_config import DEVICES, KINDS, IndexConfig, ivfpq_plan
 
 logger = logging.getLogger("index.build")
@@ -74,12 +74,7 @@ class BuildConfig:
             raise ValueError(f"limit={self.limit}; expected an int >= 0 (0 = all items)")
 
 
-def catalogue_version(ids_texts: list[tuple[str, str]]) -> str:
-    """A short hash of the indexed (item id, text) pairs, so a changed catalogue is visible."""
-    h = hashlib.sha256()
-    for iid, text in sorted(ids_texts):
-        h.update(iid.encode() + b"\t" + text.encode() + b"\n")
-    return h.hexdigest()[:16]
+catalogue_version = catalogue_fingerprint  # the name this module gave it first
 
 
 def main(cfg: BuildConfig) -> Path:

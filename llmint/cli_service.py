@@ -106,7 +106,8 @@ def _service_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "computes it natively (CPUs with AVX512-BF16/AMX, most GPUs): about 1.8x faster "
                           "scoring on such a CPU, same accuracy, replays within 1e-2."),
         click.option("--index-dir", type=click.Path(file_okay=False), default=None,
-                     help="Saved item index: loaded if present, else built and saved there."),
+                     help="Saved item index: loaded if present and still matching the catalogue, else built "
+                          "and saved there (default: <LLMINT_HOME>/index/<dataset>, as the app)."),
         _audit_option,
     ]
     for opt in reversed(options):
@@ -145,6 +146,10 @@ def load_service(config_path: Path | None, dataset: str | None, items_path: str 
 
     cfg = service_config(config_path, dataset=dataset, level=level, model=model, adapter=adapter,
                          device=device, dtype=dtype, index_dir=index_dir, audit_path=audit_path)
+    if cfg.index_dir is None:  # the app's folder: later runs load the index instead of embedding every item
+        from .paths import index_dir as default_index_dir
+
+        cfg = replace(cfg, index_dir=str(default_index_dir(cfg.dataset)))
     if audit_id is not None:
         with _open_audit(Path(cfg.audit_path) if cfg.audit_path else None) as log:
             log.get(audit_id)

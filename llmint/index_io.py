@@ -38,9 +38,12 @@ VECTORS = "vectors.f16.npy"
 
 
 def save_index(idx: ItemIndex, folder: Path) -> Path:
-    """Write `idx` to `folder` (created if needed); meta.json is replaced atomically."""
+    """Write `idx` to `folder` (created if needed); index.faiss and meta.json are each replaced
+    atomically (written beside, then renamed), so a reader never sees half a file."""
     folder.mkdir(parents=True, exist_ok=True)
-    import_faiss().write_index(idx._index, str(folder / "index.faiss"))
+    tmp_index = folder / "index.faiss.tmp"
+    import_faiss().write_index(idx._index, str(tmp_index))
+    tmp_index.replace(folder / "index.faiss")
     if idx._exact is not None:
         idx._exact.save(folder / VECTORS)
     live, item_ids, categories = idx._catalogue.live_entries()

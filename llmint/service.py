@@ -235,7 +235,7 @@ class InterestService:
 
     def _load_index(self, embedder: Any, index: Any) -> tuple[Any, Any]:
         from .embed import load_embedder
-        from .index import ItemIndex
+        from .index_cache import load_or_build
 
         cfg = self.config
         if embedder is None:
@@ -246,16 +246,7 @@ class InterestService:
         if index is not None:
             return embedder, index
         folder = Path(cfg.index_dir) if cfg.index_dir else None
-        if folder is not None and (folder / "meta.json").is_file():
-            return embedder, ItemIndex.load(folder, embedder)
-        if not cfg.build_index:
-            raise ModelError(f"no saved index in {folder} and build_index=False")
-        t0 = time.perf_counter()
-        index = ItemIndex.from_items(self.items.values(), embedder, catalogue_version=self.dataset.name)
-        logger.info("built the item index (%d items) in %.1f s", len(index), time.perf_counter() - t0)
-        if folder is not None:
-            index.save(folder)
-        return embedder, index
+        return embedder, load_or_build(folder, self.items, embedder, build=cfg.build_index)
 
     def _label_vectors(self) -> dict[str, np.ndarray]:
         """One query vector per taxonomy label, for products when a shopper has no indexed item."""

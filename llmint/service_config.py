@@ -65,8 +65,10 @@ class ServiceConfig:
         "fit the temperature at start on this many validation cases (0: use `temperature`)"))
     embedder: str | None = field(default=None, metadata=_h("sentence-transformers folder (None: bundled)"))
     index_dir: str | None = field(default=None, metadata=_h(
-        "saved ItemIndex folder: loaded if present, else built at start and saved there"))
-    build_index: bool = field(default=True, metadata=_h("build the index at start when none is saved"))
+        "saved ItemIndex folder: loaded if present and still matching the catalogue (llmint.index_cache), "
+        "else built at start and saved there (None: built, not saved)"))
+    build_index: bool = field(default=True, metadata=_h(
+        "build the index at start when none is saved or the saved one is stale (False: raise ModelError)"))
     audit_path: str | None = field(default=None, metadata=_h(
         "audit SQLite file (None: <LLMINT_HOME>/audit.sqlite)"))
     max_events_per_history: int = field(default=500, metadata=_h(

@@ -254,6 +254,8 @@ def write_shop(folder: Path) -> tuple[Path, Path]:
 def test_predict_observe_show_and_replay_end_to_end(smollm2, tmp_path: Path) -> None:
     import torch
 
+    from llmint.paths import index_dir
+
     labels = {f"{top} > {leaf}" for top, leaf in CATS}
     events, items = write_shop(tmp_path)
     audit = tmp_path / "audit.sqlite"
@@ -269,6 +271,8 @@ def test_predict_observe_show_and_replay_end_to_end(smollm2, tmp_path: Path) -> 
         assert set(p["distribution"]) == labels and sum(p["distribution"].values()) == pytest.approx(1.0)
         assert p["explanation"] is None and p["faithful"] is None
         assert len(p["products"]) == 2 and all(x["category"] == p["top_category"] for x in p["products"])
+        saved = index_dir(str(events)) / "meta.json"  # the item index is kept for later calls (as the app does)
+        built = saved.with_name("index.faiss").stat().st_mtime_ns
 
         r = run("audit", "show", p["audit_id"], "--audit", audit)
         assert r.exit_code == 0, r.output
@@ -308,6 +312,7 @@ def test_predict_observe_show_and_replay_end_to_end(smollm2, tmp_path: Path) -> 
         assert r.exit_code == 0, r.output
         summary = json.loads(r.stdout)
         assert summary["n"] == 3 and summary["identical"] == 3 and summary["differs"] == []
+        assert saved.with_name("index.faiss").stat().st_mtime_ns == built  # the later calls loaded it
     finally:
         torch.set_num_threads(threads)
     r = run("audit", "list", "--audit", audit)

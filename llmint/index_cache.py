@@ -1,0 +1,99 @@
+"""The service's saved item index: reused while it matches the catalogue, rebuilt when it does not.
+
+A folder (`ServiceConfig.index_dir`; the app and the CLI use `<LLMINT_HOME>/index/<dataset>`)
+holds an index the service built itself, or one built beforehand (`python -m index.build`).
+Loading one that no longer matches the items would serve products that are not in the
+catalogue, or miss new ones, so before an index is reused:
+
+- one the service built (catalogue version "service:<hash>") must have been built from the
+  same item texts (the hash of every (item id, `item_text`) pair) with the same embedder;
+  otherwise it is rebuilt and saved over (or, with `build=False`, refused);
+- one built beforehand keeps its own texts (`index.build` adds review digests), so it must
+  index exactly the catalogue's item ids, and `ItemIndex.load` refuses another embedder.
+
+A folder without an index is built and saved (`index.faiss` and `meta.json` each replaced
+atomically, so a process loading meanwhile never reads half a file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+SERVICE_PREFIX = "service:"
+
+
+def catalogue_fingerprint(ids_texts: Iterable[tuple[str, str]]) -> str:
+    """A short hash of the indexed (item id, text) pairs, in any order: a changed catalogue shows."""
+    h = hashlib.sha256()
+    for iid, text in sorted(ids_texts):
+        h.update(iid.encode() + b"\t" + text.encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
+def service_version(items: Mapping[str, Any]) -> str:
+    """The catalogue version the service stamps on an index it builds from `items` (id -> Item)."""
+    from .embed import item_text
+
+    return SERVICE_PREFIX + catalogue_fingerprint((iid, item_text(it)) for iid, it in items.items())
+
+
+def stale_reason(meta: Mapping[str, Any], item_ids: set[str], version: str, embedder: Any) -> str | None:
+    """Why the saved index described by `meta` (its meta.json) cannot serve the catalogue of `item_ids`,
+    whose service version is `version`, with `embedder`; None when it can. A prebuilt index's
+    embedder is left to `ItemIndex.load`, which refuses another."""
+    saved = str(meta.get("catalogue_version") or "")
+    if saved.startswith(SERVICE_PREFIX):
+        if saved != version:
+            return f"was built from other item texts (catalogue {saved}, now {version})"
+        emb = meta.get("embedder") or {}
+        if (emb.get("name"), emb.get("sha256")) != (embedder.name, embedder.sha256):
+            return f"was built with embedder {emb.get('name')!r}, not {embedder.name!r}"
+        return None
+    have = set(meta.get("item_ids", ()))
+    if have != item_ids:
+        return (f"indexes {len(have)} items, {len(have - item_ids)} of them not in the catalogue, "
+                f"and misses {len(item_ids - have)} of its {len(item_ids)}")
+    return None
+
+
+def load_or_build(folder: Path | None, items: Mapping[str, Any], embedder: Any, *, build: bool = True,
+                  cfg: Any = None) -> Any:
+    """The `ItemIndex` of `items` (id -> Item) for `embedder`: the one saved in `folder` when it still
+    matches them (see the module), else built (`IndexConfig` `cfg`, default when None) and saved there.
+    `folder` None: built, not saved. `build=False`: a missing or stale index raises ModelError."""
+    from .index import ItemIndex
+
+    version = service_version(items)
+    meta_path = None if folder is None else folder / "meta.json"
+    if meta_path is not None and meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ModelError(f"{meta_path}: cannot read the saved index ({err})") from err
+        why = stale_reason(meta, set(items), version, embedder)
+        if why is None:
+            return ItemIndex.load(folder, embedder)
+        if not build:
+            raise ModelError(f"the saved index in {folder} {why}, and build_index=False")
+        logger.warning("the saved index in %s %s: rebuilding it", folder, why)
+    elif not build:
+        raise ModelError(f"no saved index in {folder} and build_index=False")
+    t0 = time.perf_counter()
+    index = ItemIndex.from_items(items.values(), embedder, cfg, catalogue_version=version)
+    logger.info("built the item index (%d items) in %.1f s", len(index), time.perf_counter() - t0)
+    if folder is not None:
+        index.save(folder)
+    return index
+
+
+__all__ = ["SERVICE_PREFIX", "catalogue_fingerprint", "load_or_build", "service_version", "stale_reason"]
