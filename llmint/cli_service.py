@@ -137,12 +137,17 @@ def service_config(config_path: Path | None, **overrides: Any) -> Any:
 
 def load_service(config_path: Path | None, dataset: str | None, items_path: str | None, level: int | None,
                  model: str | None, adapter: str | None, device: str | None, index_dir: str | None,
-                 audit_path: Path | None, dtype: str | None = None, *, audit_id: str | None = None) -> Any:
-    """Build the `InterestService` the options describe (loads the model, embedder and index).
+                 audit_path: Path | None, dtype: str | None = None, *, audit_id: str | None = None,
+                 events: list[dict[str, Any]] | None = None, user_id: str | None = None) -> Any:
+    """Build the `InterestService` the options describe (loads the dataset, then the model, embedder and index).
 
     With `audit_id`, a missing audit file or an unknown id is an error found before anything loads.
+    With `events` (for `user_id`, or pasted), a malformed event or an unknown item is an error found once
+    the dataset is loaded, before the model is (the service checks them again when they are used).
     """
+    from .loaders import load_dataset
     from .service import InterestService
+    from .service_config import check_events
 
     cfg = service_config(config_path, dataset=dataset, level=level, model=model, adapter=adapter,
                          device=device, dtype=dtype, index_dir=index_dir, audit_path=audit_path)
@@ -153,12 +158,11 @@ def load_service(config_path: Path | None, dataset: str | None, items_path: str 
     if audit_id is not None:
         with _open_audit(Path(cfg.audit_path) if cfg.audit_path else None) as log:
             log.get(audit_id)
+    ds = load_dataset(cfg.dataset) if items_path is None else load_dataset(cfg.dataset, items_path=items_path)
+    if events is not None:
+        check_events(events, ds.items, cfg.max_text_chars, user_id, max_events=cfg.max_events_per_history)
     click.echo(f"... loading the service ({cfg.dataset}, model {cfg.model or 'default'})", err=True)
-    if items_path is None:
-        return InterestService(cfg)
-    from .loaders import load_dataset
-
-    return InterestService.from_dataset(load_dataset(cfg.dataset, items_path=items_path), cfg)
+    return InterestService.from_dataset(ds, cfg)
 
 
 # ---------------------------------------------------------------- predict and observe
@@ -200,7 +204,7 @@ def predict(targets: tuple[str, ...], events_src: str | None, explain: bool, top
         raise click.UsageError("give a USER_ID, several, or '-' / --events FILE for a history")
     events = read_events(events_src) if events_src is not None else None
     with _errors():
-        with load_service(**service) as svc:
+        with load_service(**service, events=events) as svc:
             if events is not None:
                 out: Any = svc.predict(events, explain=explain, top_k=top_k, n_products=n_products).to_dict()
             elif len(targets) == 1:
@@ -234,7 +238,7 @@ def observe(user_id: str, events_src: str, then_predict: bool, explain: bool, to
     """
     events = read_events(events_src)
     with _errors():
-        with load_service(**service) as svc:
+        with load_service(**service, events=events, user_id=user_id) as svc:
             n = svc.observe(user_id, events)
             if then_predict:
                 _echo_json(svc.predict(user_id, explain=explain, top_k=top_k, n_products=n_products).to_dict(),

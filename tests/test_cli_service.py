@@ -137,6 +137,23 @@ def test_unknown_dataset_is_exit_2_before_any_model_loads(tmp_path: Path) -> Non
     assert r.exit_code == 2 and "unknown dataset 'nope'" in r.output and "Traceback" not in r.output
 
 
+def test_bad_events_are_exit_2_before_any_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The events are checked against the catalogue once the dataset is read, before the slow loads."""
+    import llmint.service
+
+    def no_model(*a, **k):
+        raise AssertionError("the service was built for bad events")
+
+    monkeypatch.setattr(llmint.service.InterestService, "__init__", no_model)
+    events, items = write_shop(tmp_path)
+    svc = ["--dataset", events, "--items", items, "--audit", tmp_path / "a.sqlite"]
+    r = run("predict", "-", *svc, input='{"item_id": "nope", "action": "view", "order": 1}\n')
+    assert r.exit_code == 2 and "event 1: unknown item 'nope'" in r.output
+    r = run("observe", "u0", "--events", "-", *svc, input='{"item_id": "Ink1", "action": "rate", "order": 1}\n')
+    assert r.exit_code == 2 and "event 1: Event.action 'rate' is not one of" in r.output
+    assert not (tmp_path / "a.sqlite").exists()
+
+
 # ---------------------------------------------------------------- audit commands
 
 
