@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +42,8 @@ def save_index(idx: ItemIndex, folder: Path) -> Path:
     """Write `idx` to `folder` (created if needed); index.faiss and meta.json are each replaced
     atomically (written beside, then renamed), so a reader never sees half a file."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp_index = folder / "index.faiss.tmp"
+    tag = uuid.uuid4().hex[:12]  # two writers (processes or threads) never share a temporary file
+    tmp_index = folder / f"index.faiss.{tag}.tmp"
     import_faiss().write_index(idx._index, str(tmp_index))
     tmp_index.replace(folder / "index.faiss")
     if idx._exact is not None:
@@ -62,7 +64,7 @@ def save_index(idx: ItemIndex, folder: Path) -> Path:
         "item_ids": item_ids,
         "categories": categories,
     }
-    tmp = folder / "meta.json.tmp"
+    tmp = folder / f"meta.json.{tag}.tmp"
     tmp.write_text(json.dumps(meta, sort_keys=True, ensure_ascii=False))
     tmp.replace(folder / "meta.json")
     return folder
