@@ -107,3 +107,16 @@ def test_the_app_and_the_cli_keep_one_folder_per_dataset(tmp_path, monkeypatch) 
     a, b = tmp_path / "a" / "events.csv", tmp_path / "b" / "events.csv"
     assert index_dir(str(a)).name.startswith("events-") and index_dir(str(a)) != index_dir(str(b))
     assert index_dir(str(a)) == index_dir(str(a)) and index_dir(str(a)).parent == tmp_path / "index"
+
+
+def test_writers_of_one_folder_leave_one_whole_index(emb, tmp_path) -> None:
+    import threading
+
+    idx = ItemIndex.from_items(ITEMS.values(), emb, catalogue_version=service_version(ITEMS))
+    threads = [threading.Thread(target=idx.save, args=(tmp_path,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["index.faiss", "meta.json"]
+    assert sorted(load_or_build(tmp_path, ITEMS, emb, build=False).item_ids) == sorted(ITEMS)
