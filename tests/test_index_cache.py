@@ -113,10 +113,20 @@ def test_writers_of_one_folder_leave_one_whole_index(emb, tmp_path) -> None:
     import threading
 
     idx = ItemIndex.from_items(ITEMS.values(), emb, catalogue_version=service_version(ITEMS))
-    threads = [threading.Thread(target=idx.save, args=(tmp_path,)) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def save() -> None:
+        try:
+            for _ in range(5):
+                idx.save(tmp_path)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=save) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     assert sorted(x.name for x in tmp_path.iterdir()) == ["index.faiss", "meta.json"]
     assert sorted(load_or_build(tmp_path, ITEMS, emb, build=False).item_ids) == sorted(ITEMS)
