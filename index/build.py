@@ -74,9 +74,6 @@ class BuildConfig:
             raise ValueError(f"limit={self.limit}; expected an int >= 0 (0 = all items)")
 
 
-catalogue_version = catalogue_fingerprint  # the name this module gave it first
-
-
 def main(cfg: BuildConfig) -> Path:
     """Build and save the index for `cfg.dataset`; returns the output folder."""
     from llmint import loaders
@@ -112,7 +109,7 @@ def main(cfg: BuildConfig) -> Path:
         [it.category_path or None for it in items],
         cfg.index,
         embedder=embedder,
-        catalogue_version=catalogue_version(
+        catalogue_version=catalogue_fingerprint(
             [(it.item_id, t) for it, t in zip(items, texts, strict=True)]
         ),
     )

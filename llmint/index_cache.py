@@ -72,6 +72,7 @@ def load_or_build(folder: Path | None, items: Mapping[str, Any], embedder: Any, 
     matches them (see the module), else built (`IndexConfig` `cfg`, default when None) and saved there.
     `folder` None: built, not saved. `build=False`: a missing or stale index raises ModelError."""
     from .index import ItemIndex
+    from .index_io import load_index
 
     version = service_version(items)
     meta_path = None if folder is None else folder / "meta.json"
@@ -81,8 +82,8 @@ def load_or_build(folder: Path | None, items: Mapping[str, Any], embedder: Any, 
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ModelError(f"{meta_path}: cannot read the saved index ({err})") from err
         why = stale_reason(meta, set(items), version, embedder)
-        if why is None:
-            return ItemIndex.load(folder, embedder)
+        if why is None:  # the meta.json just read, not read again (a large catalogue's is large)
+            return load_index(ItemIndex, folder, embedder, meta)
         if not build:
             raise ModelError(f"the saved index in {folder} {why}, and build_index=False")
         logger.warning("the saved index in %s %s: rebuilding it", folder, why)

@@ -86,12 +86,14 @@ def check_embedder(meta: dict, embedder: Embedder, where: Path) -> None:
         raise ModelError(f"{where} has dim {meta['dim']} but the embedder gives {embedder.dim}")
 
 
-def load_index(cls: type[ItemIndex], folder: Path, embedder: Embedder | None) -> ItemIndex:
-    """Read the index in `folder`; `embedder`, when given, must match the recorded one."""
+def load_index(cls: type[ItemIndex], folder: Path, embedder: Embedder | None, meta: dict | None = None) -> ItemIndex:
+    """Read the index in `folder`; `embedder`, when given, must match the recorded one. `meta`: its
+    meta.json already parsed (`llmint.index_cache` reads it first), or None to read it here."""
     meta_path, index_path = folder / "meta.json", folder / "index.faiss"
     if not meta_path.is_file() or not index_path.is_file():
         raise ModelError(f"{folder} holds no saved index (needs meta.json and index.faiss)")
-    meta = json.loads(meta_path.read_text())
+    if meta is None:
+        meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:
         raise ModelError(f"{meta_path}: format {meta.get('format')!r}; expected {FORMAT!r}")
     if embedder is not None:
