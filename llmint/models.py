@@ -36,7 +36,7 @@ from .paths import home
 logger = logging.getLogger(__name__)
 
 KINDS = ("gguf-package", "hf-folder", "gguf-file")
-CACHE_FORMAT = 1  # bump to invalidate converted folders written by older code
+CACHE_FORMAT = 2  # bump to invalidate converted folders written by older code (2: special tokens from the GGUF)
 _MARKER = "llmint_source.json"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -357,6 +357,31 @@ def _prepare_tokenizer(tokenizer: Any, model: Any) -> None:
         gen.pad_token_id = tokenizer.pad_token_id
 
 
+_GGUF_SPECIAL = {"bos": "tokenizer.ggml.bos_token_id", "eos": "tokenizer.ggml.eos_token_id",
+                 "unk": "tokenizer.ggml.unknown_token_id", "pad": "tokenizer.ggml.padding_token_id"}
+
+
+def gguf_special_tokens(path: Path) -> dict[str, int]:
+    """The special token ids a GGUF's metadata names ("bos", "eos", "unk", "pad"; those it has)."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(path)).fields
+    return {name: int(fields[key].contents()) for name, key in _GGUF_SPECIAL.items() if key in fields}
+
+
+def set_special_tokens(tokenizer: Any, ids: dict[str, int]) -> None:
+    """Name the GGUF's special tokens on a tokenizer transformers built from it, and switch off the
+    WordPiece space clean-up (destructive for byte-level BPE). transformers 5.17 (the lent GPU's) reads a
+    GPT-2 GGUF's eos as its bos ("<|im_start|>" for SmolLM2) and leaves pad unset, so labels would end,
+    and explanations stop, on the wrong token; 5.23 reads them right. The metadata decides, not the version."""
+    for name, i in ids.items():
+        token = tokenizer.convert_ids_to_tokens(i) if 0 <= i < len(tokenizer) else None
+        if not token:
+            raise ModelError(f"the GGUF names token {i} as its {name} token, but its vocabulary has {len(tokenizer)}")
+        setattr(tokenizer, f"{name}_token", token)
+    tokenizer.clean_up_tokenization_spaces = False
+
+
 def _cache_ok(folder: Path, digest: str) -> bool:
     marker = folder / _MARKER
     if not marker.is_file():
@@ -401,6 +426,7 @@ def _convert(spec: ModelSpec, files: list[Path], digest: str, folder: Path) -> N
                 raise IntegrityError(f"model {spec.name!r}: parts changed while reassembling")
         src = dict(gguf_file=gguf.name, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **src)
+        set_special_tokens(tokenizer, gguf_special_tokens(gguf))
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), dtype=torch.float32, **src
         )

@@ -253,6 +253,24 @@ def test_gguf_is_converted_once_then_loaded_from_cache(tiny_gguf, tmp_path, monk
         load_model(spec, cache_root=tmp_path / "cache")
 
 
+def test_special_tokens_are_the_ggufs_whatever_transformers_read(tiny_gguf):
+    """transformers 5.17 (the lent GPU's) reads a GPT-2 GGUF's eos as its bos and leaves pad unset;
+    the conversion names them from the GGUF's own metadata."""
+    from transformers import AutoTokenizer
+
+    ids = models.gguf_special_tokens(tiny_gguf)
+    tok = AutoTokenizer.from_pretrained(str(tiny_gguf.parent), gguf_file=tiny_gguf.name, local_files_only=True)
+    start, end = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    assert ids == {"bos": start, "eos": end}
+    tok.eos_token = "<|im_start|>"  # as 5.17 reads it
+    tok.clean_up_tokenization_spaces = True
+    models.set_special_tokens(tok, ids)
+    assert (tok.eos_token, tok.eos_token_id, tok.bos_token) == ("<|im_end|>", end, "<|im_start|>")
+    assert tok.clean_up_tokenization_spaces is False
+    with pytest.raises(ModelError, match="names token 9999 as its pad token"):
+        models.set_special_tokens(tok, {"pad": 9999})
+
+
 def test_default_cache_is_under_llmint_home(tiny_gguf, tmp_path, monkeypatch):
     monkeypatch.setenv("LLMINT_HOME", str(tmp_path / "home"))
     lm = load_model(tiny_gguf)
@@ -313,7 +331,9 @@ def test_real_smollm2_loads_verified_through_the_cache():
     assert time.perf_counter() - t0 < 30  # cached: about a second on an idle machine
     assert lm2.weights_sha256 == spec.sha256
     tok = lm2.tokenizer
-    assert tok.eos_token == "<|im_end|>" and tok.pad_token is not None
+    assert models.gguf_special_tokens(files[0]) == {"bos": 1, "eos": 2, "unk": 0, "pad": 2}
+    assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<|im_end|>", "<|im_end|>", "<|im_start|>")
+    assert (tok.eos_token_id, tok.pad_token_id) == (2, 2)
     assert tok.padding_side == "left"
     assert lm.model.config.model_type == "llama"
     ids = tok("The capital of France is", return_tensors="pt")
