@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,7 +108,9 @@ def load_adapter(model: Any, adapter: str) -> Any:
     folder = Path(adapter)
     if not (folder / "adapter_config.json").is_file():
         raise ModelError(f"{folder} is not a peft adapter folder (no adapter_config.json)")
-    m = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5.23 deprecates: not ours to act on
+        warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning)
+        m = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
     m.eval()
     return m
 

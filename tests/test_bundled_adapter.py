@@ -88,6 +88,21 @@ def test_service_config_defaults_to_the_bundled_adapter_and_its_temperature():
 
 
 @pytest.mark.real
+def test_loading_the_adapter_warns_of_nothing_that_is_not_ours(smollm2):
+    """peft 0.21 reads `is_gradient_checkpointing`, which transformers 5.23 deprecates: every CLI call and app
+    start printed that FutureWarning. Our own warnings still pass."""
+    import copy
+    import warnings
+
+    from llmint.llm_ranker import load_adapter
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_adapter(copy.deepcopy(smollm2.model), str(FOLDER))
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)], [str(w.message) for w in caught]
+
+
+@pytest.mark.real
 def test_the_adapter_beats_the_zero_shot_model_on_validation_cases(smollm2):
     from llmint.evidence import label_of_event
     from llmint.llm_ranker import LLMCategoryRanker, LLMRankerConfig
