@@ -355,6 +355,12 @@ def _prepare_tokenizer(tokenizer: Any, model: Any) -> None:
     gen = getattr(model, "generation_config", None)
     if gen is not None and gen.pad_token_id is None:
         gen.pad_token_id = tokenizer.pad_token_id
+    ends = getattr(gen, "eos_token_id", None)
+    ends = {ends} if isinstance(ends, int) else set(ends or ())
+    if ends and tokenizer.eos_token_id not in ends:  # what a GGUF converted by transformers 5.17 did
+        logger.warning("the tokenizer's eos %r (id %s) is not among the model's end-of-generation ids %s: labels end "
+                       "and explanations stop on the tokenizer's; fix the model folder's tokenizer_config.json",
+                       tokenizer.eos_token, tokenizer.eos_token_id, sorted(ends))
 
 
 _GGUF_SPECIAL = {"bos": "tokenizer.ggml.bos_token_id", "eos": "tokenizer.ggml.eos_token_id",

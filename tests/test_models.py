@@ -291,6 +291,20 @@ def test_hf_folder_gets_a_pad_token_and_a_weights_digest(tiny_gguf, tmp_path):
     assert lm.weights_sha256 == models.folder_sha256(folder)
 
 
+def test_a_tokenizer_whose_eos_is_not_the_models_is_reported(tiny_gguf, tmp_path, caplog):
+    src = load_model(tiny_gguf, cache_root=tmp_path / "cache")
+    folder = tmp_path / "hf"
+    src.model.save_pretrained(folder)
+    caplog.set_level("WARNING", logger="llmint.models")
+    src.tokenizer.save_pretrained(folder)
+    load_model(folder)
+    assert not caplog.records  # the converted tokenizer agrees with the model
+    src.tokenizer.eos_token = "<|im_start|>"  # as transformers 5.17 converted SmolLM2's GGUF
+    src.tokenizer.save_pretrained(folder)
+    load_model(folder)
+    assert ["is not among the model's end-of-generation ids" in r.getMessage() for r in caplog.records] == [True]
+
+
 def test_bad_dtype():
     with pytest.raises(ValueError, match="dtype="):
         models._torch_dtype("float8")
