@@ -355,6 +355,8 @@ def main(
     from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
 
+    from llmint.peft_compat import quiet_peft
+
     t_start = time.perf_counter()
     out_dir = Path(cfg.out_dir)
     mp = _mixed_precision(cfg)
@@ -386,7 +388,8 @@ def main(
         task_type="CAUSAL_LM",
         bias="none",
     )
-    model = get_peft_model(model, lcfg)
+    with quiet_peft():
+        model = get_peft_model(model, lcfg)
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in params)
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)

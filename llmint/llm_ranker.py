@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,12 +103,12 @@ def load_adapter(model: Any, adapter: str) -> Any:
     from peft import PeftModel
 
     from .errors import ModelError
+    from .peft_compat import quiet_peft
 
     folder = Path(adapter)
     if not (folder / "adapter_config.json").is_file():
         raise ModelError(f"{folder} is not a peft adapter folder (no adapter_config.json)")
-    with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5.23 deprecates: not ours to act on
-        warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning)
+    with quiet_peft():
         m = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
     m.eval()
     return m

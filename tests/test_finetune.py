@@ -200,15 +200,18 @@ def test_batched_completion_loss_equals_per_example_full_loss(tiny_model, tiny_t
 def test_one_step_moves_lora_b_and_not_the_base(tiny_model, tiny_tokenizer):
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(
-        tiny_model,
-        LoraConfig(
-            r=4,
-            lora_alpha=8,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-            task_type="CAUSAL_LM",
-        ),
-    )
+    from llmint.peft_compat import quiet_peft
+
+    with quiet_peft():
+        model = get_peft_model(
+            tiny_model,
+            LoraConfig(
+                r=4,
+                lora_alpha=8,
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                task_type="CAUSAL_LM",
+            ),
+        )
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     loss, n = completion_loss(
@@ -378,8 +381,14 @@ def test_main_trains_writes_and_resumes(tmp_path, tiny_model_dir):
 
 
 def test_main_accepts_an_injected_model_object(tmp_path, tiny_model, tiny_tokenizer):
+    """...and wrapping it in LoRA prints no FutureWarning of peft's about `is_gradient_checkpointing`."""
+    import warnings
+
     cfg = _cfg(tmp_path, "injected", max_steps=1, save_every=0, max_valid_examples=0)
-    adapter = main(cfg, dataset=tiny_dataset(), model=tiny_model, tokenizer=tiny_tokenizer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        adapter = main(cfg, dataset=tiny_dataset(), model=tiny_model, tokenizer=tiny_tokenizer)
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
     assert (adapter / "adapter_model.safetensors").is_file()
     assert not checkpoints(tmp_path / "run")
     metrics = json.loads((adapter / "metrics.json").read_text())

@@ -111,8 +111,11 @@ def test_adapter_changes_scores_and_leaves_the_lent_model_alone(smollm2, ds, tmp
 
     from peft import LoraConfig, get_peft_model
 
-    lora = get_peft_model(copy.deepcopy(smollm2.model), LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"))
+    from llmint.peft_compat import quiet_peft
+
+    with quiet_peft():
+        lora = get_peft_model(copy.deepcopy(smollm2.model), LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"))
     lora.save_pretrained(str(tmp_path / "adapter"))
     hist = [ds.histories()["u3"][:4]]
     base = LLMCategoryRanker("llm", ds, 2, loaded=smollm2)

@@ -247,9 +247,12 @@ def test_trie_shares_prefixes(tiny_lm, tiny_tok):
 
 def test_scoring_works_through_a_peft_adapter(tiny_lm, tiny_tok):
     peft = pytest.importorskip("peft")
-    model = peft.get_peft_model(
-        tiny_lm, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    ).eval()
+    from llmint.peft_compat import quiet_peft
+
+    with quiet_peft():
+        model = peft.get_peft_model(
+            tiny_lm, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        ).eval()
     ref = naive_scores(model, tiny_tok, PROMPTS[:3], LABELS)
     got = CategoryScorer(model, tiny_tok, LABELS, batch_size=3).score(PROMPTS[:3])
     assert np.abs(got - ref).max() < 1e-4

@@ -41,6 +41,8 @@ def stand_in_vllm(calls: Calls) -> dict[str, types.ModuleType]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from llmint.peft_compat import quiet_peft
+
     @dataclass(frozen=True)
     class SamplingParams:
         temperature: float = 1.0
@@ -68,7 +70,8 @@ def stand_in_vllm(calls: Calls) -> dict[str, types.ModuleType]:
             if lora_request is not None:
                 path = lora_request.lora_path
                 if path not in self.loras:
-                    self.loras[path] = PeftModel.from_pretrained(copy.deepcopy(self.base), path).eval()
+                    with quiet_peft():
+                        self.loras[path] = PeftModel.from_pretrained(copy.deepcopy(self.base), path).eval()
                 model = self.loras[path]
             outs = []
             for p in prompts:
