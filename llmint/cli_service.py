@@ -139,7 +139,8 @@ def load_service(config_path: Path | None, dataset: str | None, items_path: str 
                  model: str | None, adapter: str | None, device: str | None, index_dir: str | None,
                  audit_path: Path | None, dtype: str | None = None, *, audit_id: str | None = None,
                  events: list[dict[str, Any]] | None = None, user_id: str | None = None) -> Any:
-    """Build the `InterestService` the options describe (loads the dataset, then the model, embedder and index).
+    """Build the `InterestService` the options describe (loads the dataset, then the model; the embedder and
+    index load on the first request for products).
 
     With `audit_id`, a missing audit file or an unknown id is an error found before anything loads.
     With `events` (for `user_id`, or pasted), a malformed event or an unknown item is an error found once
@@ -155,6 +156,8 @@ def load_service(config_path: Path | None, dataset: str | None, items_path: str 
         from .paths import index_dir as default_index_dir
 
         cfg = replace(cfg, index_dir=str(default_index_dir(cfg.dataset)))
+    # one command, one answer: the embedder and index load only if products are asked for (--products 0 skips them)
+    cfg = replace(cfg, index_at_start=False)
     if audit_id is not None:
         with _open_audit(Path(cfg.audit_path) if cfg.audit_path else None) as log:
             log.get(audit_id)

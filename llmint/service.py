@@ -197,8 +197,10 @@ class InterestService:
         self.stats = CategoryStats.from_sequences(split.train.values(), self.items, self.taxonomy)
         self.prior = self.stats.prior(self.taxonomy.labels)
         self._histories = ordered_histories(grouped, cfg.seed, cfg.max_events_per_history)
-        self.embedder, self.index = self._load_index(embedder, index)
-        self._category_vectors = self._label_vectors()
+        self._embedder, self._index, self._category_vectors = embedder, index, None
+        self._retrieval_lock = threading.Lock()  # embedder and index load once, on the first thread to need them
+        if cfg.index_at_start or index is not None:
+            self._ensure_retrieval()
         if audit is None:
             audit = AuditLog(AuditConfig(path=Path(cfg.audit_path)) if cfg.audit_path else None)
         self.audit = audit
@@ -221,8 +223,10 @@ class InterestService:
                                         wait_s=cfg.coalesce_wait_ms / 1000, lock=self._model_lock)
         self._index_lock = threading.Lock()
         self._users_lock = threading.Lock()
-        logger.info("service ready in %.1f s: %d labels, %d users, %d indexed items",
-                    time.perf_counter() - t0, len(self.taxonomy), len(self._histories), len(self.index))
+        logger.info("service ready in %.1f s: %d labels, %d users, %s", time.perf_counter() - t0,
+                    len(self.taxonomy), len(self._histories),
+                    f"{len(self._index)} indexed items" if self._category_vectors is not None
+                    else "item index loaded on the first request for products")
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, config: ServiceConfig | None = None, *, loaded: Any = None,
@@ -232,6 +236,28 @@ class InterestService:
         if not isinstance(dataset, Dataset):
             raise TypeError(f"dataset is a {type(dataset).__name__}; expected a llmint.Dataset")
         return cls(config, dataset=dataset, loaded=loaded, embedder=embedder, index=index, audit=audit)
+
+    @property
+    def embedder(self) -> Any:
+        """The sentence-transformers `Embedder` of the item index (loaded now if it was left for later)."""
+        self._ensure_retrieval()
+        return self._embedder
+
+    @property
+    def index(self) -> Any:
+        """The FAISS `ItemIndex` products come from (loaded now if it was left for later)."""
+        self._ensure_retrieval()
+        return self._index
+
+    def _ensure_retrieval(self) -> None:
+        if self._category_vectors is not None:
+            return
+        with self._retrieval_lock:
+            if self._category_vectors is None:
+                t0 = time.perf_counter()
+                self._embedder, self._index = self._load_index(self._embedder, self._index)
+                self._category_vectors = self._label_vectors()
+                logger.info("item index ready in %.1f s: %d items", time.perf_counter() - t0, len(self._index))
 
     def _load_index(self, embedder: Any, index: Any) -> tuple[Any, Any]:
         from .embed import load_embedder
@@ -250,7 +276,7 @@ class InterestService:
 
     def _label_vectors(self) -> dict[str, np.ndarray]:
         """One query vector per taxonomy label, for products when a shopper has no indexed item."""
-        vecs = self.embedder.encode([lab.replace(" > ", ", ") for lab in self.taxonomy.labels])
+        vecs = self._embedder.encode([lab.replace(" > ", ", ") for lab in self.taxonomy.labels])
         return {lab: vecs[i : i + 1] for i, lab in enumerate(self.taxonomy.labels)}
 
     # ------------------------------------------------------------------ lifecycle
@@ -544,6 +570,7 @@ class InterestService:
     def _products(self, events: Sequence[Event], label: str, s: _Settings) -> tuple[Product, ...]:
         """Items of the predicted category nearest the shopper's profile (or the label's text)."""
         hits = []
+        self._ensure_retrieval()
         with self._index_lock:
             try:
                 hits = self.index.search_profile(events, k=s.n_products, category=label,

@@ -69,6 +69,9 @@ class ServiceConfig:
         "else built at start and saved there (None: built, not saved)"))
     build_index: bool = field(default=True, metadata=_h(
         "build the index at start when none is saved or the saved one is stale (False: raise ModelError)"))
+    index_at_start: bool = field(default=True, metadata=_h(
+        "load the embedder and the item index at start (False: on the first request for products, so a "
+        "service asked only for categories and explanations starts ~2 s sooner and never loads them)"))
     audit_path: str | None = field(default=None, metadata=_h(
         "audit SQLite file (None: <LLMINT_HOME>/audit.sqlite)"))
     max_events_per_history: int = field(default=500, metadata=_h(
@@ -144,7 +147,7 @@ class ServiceConfig:
         w = self.coalesce_wait_ms
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 10_000:
             raise ValueError(f"coalesce_wait_ms={w!r}; expected milliseconds in [0, 10000]")
-        for name in ("build_index", "exclude_seen", "keep_prompt_kv", "draft_explanations"):
+        for name in ("build_index", "index_at_start", "exclude_seen", "keep_prompt_kv", "draft_explanations"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected True or False")
 

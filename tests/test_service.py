@@ -479,6 +479,38 @@ def test_index_folder_is_built_once_then_loaded(svc, smollm2, tmp_path) -> None:
                                      loaded=smollm2, embedder=svc.embedder)
 
 
+def test_an_index_left_for_later_loads_once_on_the_first_request_for_products(svc, smollm2, tmp_path) -> None:
+    """index_at_start=False (the CLI's one-shot commands): categories need no embedder or index; the
+    first request for products loads them, once, whichever threads ask together; products as an eager service's."""
+    cfg = replace(svc.config, audit_path=str(tmp_path / "a.sqlite"), index_at_start=False)
+    with InterestService.from_dataset(svc.dataset, cfg, loaded=smollm2) as lazy:
+        assert (lazy._embedder, lazy._index) == (None, None)
+        p = lazy.predict("u0", explain=False, n_products=0)
+        assert p.products == () and (lazy._embedder, lazy._index) == (None, None)
+        assert p.distribution == pytest.approx(svc.predict("u0", explain=False, n_products=0).distribution, abs=1e-6)
+
+        loads = []
+        load_index = lazy._load_index
+
+        def counted(embedder, index):
+            loads.append(threading.get_ident())
+            time.sleep(0.2)  # the other threads arrive while the first one loads
+            return load_index(embedder, index)
+
+        lazy._load_index = counted
+        cat = p.top_category
+        got: list = []
+        threads = [threading.Thread(target=lambda: got.append(lazy.products("u0", cat, n=2))) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(loads) == 1 and len(got) == 3 and len(set(got)) == 1
+        assert [x.item_id for x in got[0]] == [x.item_id for x in svc.products("u0", cat, n=2)]
+        q = lazy.predict("u0", explain=False, n_products=2)
+        assert len(loads) == 1 and [x.item_id for x in q.products] == [x.item_id for x in got[0]]
+
+
 def test_adapter_sha256_hashes_the_safetensors_file(tmp_path) -> None:
     import hashlib
 
