@@ -27,6 +27,26 @@ def alternating(n_users: int = 5, n_windows: int = 6, per: int = 3) -> dict[str,
     return out
 
 
+def test_ses_forecast_is_statsmodels_one_step_forecast() -> None:
+    """ses_forecast reads the fitted last level: the number statsmodels' `forecast(1)` gives, fitted or fixed alpha."""
+    import warnings
+
+    from statsmodels.tsa.holtwinters import SimpleExpSmoothing
+
+    rng = np.random.default_rng(3)
+    shares = rng.dirichlet(np.ones(5), size=7)  # 7 windows, 5 labels
+    for alpha in (None, 0.3):
+        want = np.zeros(5)
+        for j in range(5):
+            y = shares[:, j]
+            model = SimpleExpSmoothing(y, initialization_method="known", initial_level=float(y[0]))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fit = model.fit() if alpha is None else model.fit(smoothing_level=alpha, optimized=False)
+            want[j] = fit.forecast(1)[0]
+        np.testing.assert_allclose(ses_forecast(shares, alpha), want / want.sum(), rtol=0, atol=1e-12)
+
+
 def test_ses_forecast_known_values() -> None:
     assert ses_forecast(np.array([[1.0, 0.0], [0.0, 1.0]]), alpha=0.5).tolist() == [0.5, 0.5]
     # alpha = 1: the last window

@@ -80,7 +80,7 @@ def ses_forecast(shares: np.ndarray, alpha: float | None = None) -> np.ndarray:
             else:
                 fit = SimpleExpSmoothing(y, initialization_method="known", initial_level=float(y[0])).fit(
                     smoothing_level=alpha, optimized=False)
-        out[j] = float(fit.forecast(1)[0])
+        out[j] = float(fit.level[-1])  # SES's one-step forecast is its last level (= fit.forecast(1), ~100x cheaper)
     out = np.clip(out, 0.0, None)
     s = out.sum()
     return out / s if s > 0 else shares[-1]
