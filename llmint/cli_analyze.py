@@ -120,8 +120,10 @@ def migration(dataset: str, level: int | None, top: int, ks: tuple[int, ...], ll
 @_MAX_USERS
 @_SEED
 @_OUT
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes for the per-shopper smoothing fits and trend tests (0: one per CPU; same results).")
 def trends_cmd(dataset: str, level: int | None, window: str, min_windows: int, llm_n: int, llm_model: str | None,
-               llm_adapter: str, max_users: int | None, seed: int, out_dir: Path) -> None:
+               llm_adapter: str, max_users: int | None, seed: int, out_dir: Path, workers: int) -> None:
     """Rising/falling categories and next-window forecasts: exponential smoothing vs Markov and others."""
     from .analysis.reports import trends_report
 
@@ -129,7 +131,7 @@ def trends_cmd(dataset: str, level: int | None, window: str, min_windows: int, l
     res = _run(trends_report, ds, out_dir, level=level, window=window, min_windows=min_windows,
                max_users=max_users, llm_n=llm_n, llm_model=llm_model,
                llm_adapter=resolve_adapter(llm_adapter, llm_model, ds.name), seed=seed,
-               progress=lambda m: click.echo(f"... {m}", err=True))
+               progress=lambda m: click.echo(f"... {m}", err=True), workers=workers)
     _write(res, out_dir, f"trends_{ds.name}")
 
 

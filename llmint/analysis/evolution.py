@@ -184,20 +184,22 @@ class PopulationTrends:
     falling: dict[str, int] = field(default_factory=dict)
 
 
-def population_trends(mixes: Mapping[str, CategoryMix], cfg: TrendConfig | None = None) -> PopulationTrends:
-    """Count rising and falling labels over many shoppers' mixes."""
+def population_trends(mixes: Mapping[str, CategoryMix], cfg: TrendConfig | None = None, *,
+                      workers: int = 1) -> PopulationTrends:
+    """Count rising and falling labels over many shoppers' mixes (`workers` processes test them; 0: one per CPU)."""
+    from functools import partial
+
+    from .parallel import pmap
+
     cfg = cfg or TrendConfig()
     rising: dict[str, int] = {}
     falling: dict[str, int] = {}
-    n = 0
-    for mix in mixes.values():
-        if len(mix.windows) < cfg.min_windows:
-            continue
-        n += 1
-        for t in trends(mix, cfg):
+    tested = [mix for mix in mixes.values() if len(mix.windows) >= cfg.min_windows]
+    for found in pmap(partial(trends, cfg=cfg), tested, workers=workers):
+        for t in found:
             if t.direction == "rising":
                 rising[t.label] = rising.get(t.label, 0) + 1
             elif t.direction == "falling":
                 falling[t.label] = falling.get(t.label, 0) + 1
     by = lambda d: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))  # noqa: E731
-    return PopulationTrends(n, by(rising), by(falling))
+    return PopulationTrends(len(tested), by(rising), by(falling))

@@ -148,24 +148,26 @@ def _top_hit(pred: np.ndarray, actual: np.ndarray) -> np.ndarray:
 def compare_forecasters(
     problems: Sequence[HeldOut], train: Mapping[str, Sequence[int]], n_labels: int, *,
     rankers: Mapping[str, Any] | None = None, cfg: ForecastConfig | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, workers: int = 1,
 ) -> ForecastResult:
     """Score "ses", "last_window", "history_mean" and every ranker on `problems`.
 
     `rankers`: token-level rankers (`fit(sequences, n_classes)`, `predict_proba(label histories)`)
     are fitted on `train`; event-level ones (with `predict_events`) are used as given.
+    `workers`: processes for the per-shopper smoothing fits (0: one per CPU); same results for any number.
     """
+    from functools import partial
+
     from ..bootstrap import bootstrap_ci
+    from .parallel import pmap
 
     cfg = cfg or ForecastConfig()
     if not problems:
         raise ValueError("no shopper has enough windows to hold one out; lower min_windows or use smaller windows")
     actual = np.stack([p.target for p in problems])
-    preds: dict[str, np.ndarray] = {"ses": np.zeros_like(actual)}
-    for i, p in enumerate(problems):
-        preds["ses"][i] = ses_forecast(p.train_shares, cfg.ses_alpha)
-        if progress:
-            progress(1)
+    ses = pmap(partial(ses_forecast, alpha=cfg.ses_alpha), [p.train_shares for p in problems], workers=workers,
+               progress=progress)
+    preds: dict[str, np.ndarray] = {"ses": np.stack(ses).astype(np.float64)}
     preds["last_window"] = np.stack([p.train_shares[-1] for p in problems])
     preds["history_mean"] = np.stack([distribution(p.history_labels, n_labels) for p in problems])
     seqs = [list(s) for s in train.values() if s]

@@ -203,11 +203,11 @@ def _llm_migration(dataset: Dataset, tax: Any, tokens: Any, last: Sequence[int],
 def trends_report(dataset: Dataset, out_dir: Path, *, level: int | None = None, window: str = "auto",
                   min_windows: int = 4, max_users: int | None = None, llm_n: int = 0,
                   llm_model: str | None = None, llm_adapter: str | None = None, seed: int = 0,
-                  progress: Progress = None) -> dict[str, Any]:
+                  progress: Progress = None, workers: int = 1) -> dict[str, Any]:
     """Population trends (rising/falling labels), next-window forecast comparison (exponential
     smoothing vs last window, history mean, Markov, most frequent; the LLM, zero-shot or with
     `llm_adapter`, on a seeded sample of `llm_n` shoppers when > 0) and an example shopper's
-    category-mix chart."""
+    category-mix chart. `workers`: processes for the per-shopper fits and tests (0: one per CPU)."""
     from tqdm.auto import tqdm
 
     from .plots import plot_category_mix, plot_forecast, save
@@ -220,7 +220,8 @@ def trends_report(dataset: Dataset, out_dir: Path, *, level: int | None = None, 
         raise ValueError(f"no shopper of {dataset.name} has {min_windows} windows of {window!r}")
     rankers = {k: v for k, v in _rankers().items() if k != "most_popular"}
     with tqdm(total=len(problems), desc="forecast", leave=False) as bar:
-        res = compare_forecasters(problems, train, len(tax.labels), rankers=rankers, cfg=fcfg, progress=bar.update)
+        res = compare_forecasters(problems, train, len(tax.labels), rankers=rankers, cfg=fcfg, progress=bar.update,
+                                  workers=workers)
     out: dict[str, Any] = {"dataset": dataset.name, "level": tax.level, "window": window,
                            "n_shoppers": len(hist), "forecast": {"n": res.n, "metrics": res.metrics}}
     if llm_n > 0:
@@ -233,7 +234,7 @@ def trends_report(dataset: Dataset, out_dir: Path, *, level: int | None = None, 
                                       "metrics": small.metrics}
     mixes = {p.user_id: None for p in problems}
     pop = population_trends({u: category_mix(hist[u], dataset.items, tax, window=window) for u in mixes},
-                            TrendConfig(min_windows=min_windows))
+                            TrendConfig(min_windows=min_windows), workers=workers)
     out["population_trends"] = {"n_shoppers": pop.n_shoppers, "rising": dict(list(pop.rising.items())[:10]),
                                 "falling": dict(list(pop.falling.items())[:10])}
     # the example shopper: the evaluable one with most windows (ties by id)
