@@ -573,10 +573,10 @@ class InterestService:
         self._ensure_retrieval()
         with self._index_lock:
             try:
-                hits = self.index.search_profile(events, k=s.n_products, category=label,
-                                                 exclude_seen=s.exclude_seen)
+                hits = self._index.search_profile(events, k=s.n_products, category=label,
+                                                  exclude_seen=s.exclude_seen)
             except HistoryError:  # no indexed item in the history: rank by the category's own text
-                hits = self.index.search(self._category_vectors[label], s.n_products, label)[0]
+                hits = self._index.search(self._category_vectors[label], s.n_products, label)[0]
             except UnknownIdError:  # no indexed item in this category
                 hits = []
         out = []

@@ -71,7 +71,8 @@ class ServiceConfig:
         "build the index at start when none is saved or the saved one is stale (False: raise ModelError)"))
     index_at_start: bool = field(default=True, metadata=_h(
         "load the embedder and the item index at start (False: on the first request for products, so a "
-        "service asked only for categories and explanations starts ~2 s sooner and never loads them)"))
+        "service asked only for categories and explanations starts ~2 s sooner and never loads them; the CLI's "
+        "one-shot commands always load them on first use)"))
     audit_path: str | None = field(default=None, metadata=_h(
         "audit SQLite file (None: <LLMINT_HOME>/audit.sqlite)"))
     max_events_per_history: int = field(default=500, metadata=_h(

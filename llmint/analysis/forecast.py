@@ -167,7 +167,7 @@ def compare_forecasters(
     actual = np.stack([p.target for p in problems])
     ses = pmap(partial(ses_forecast, alpha=cfg.ses_alpha), [p.train_shares for p in problems], workers=workers,
                progress=progress)
-    preds: dict[str, np.ndarray] = {"ses": np.stack(ses).astype(np.float64)}
+    preds: dict[str, np.ndarray] = {"ses": np.stack(ses)}
     preds["last_window"] = np.stack([p.train_shares[-1] for p in problems])
     preds["history_mean"] = np.stack([distribution(p.history_labels, n_labels) for p in problems])
     seqs = [list(s) for s in train.values() if s]

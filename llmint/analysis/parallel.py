@@ -11,7 +11,7 @@ No side effects at import.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -57,15 +57,11 @@ def pmap(fn: Callable[[T], R], items: Sequence[T], *, workers: int = 1,
     chunk = max(1, min(256, len(items) // (4 * n)))
     results: list[R] = []
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_one_blas_thread) as ex:
-        for r in ex.map(fn, _iter(items), chunksize=chunk):
+        for r in ex.map(fn, items, chunksize=chunk):
             results.append(r)
             if progress:
                 progress(1)
     return results
-
-
-def _iter(items: Iterable[T]) -> Iterable[T]:
-    yield from items
 
 
 _WORKER_LIMITS: Any = None
