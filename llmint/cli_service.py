@@ -146,8 +146,22 @@ def load_service(config_path: Path | None, dataset: str | None, items_path: str 
     With `events` (for `user_id`, or pasted), a malformed event or an unknown item is an error found once
     the dataset is loaded, before the model is (the service checks them again when they are used).
     """
-    from .loaders import load_dataset
     from .service import InterestService
+
+    cfg, ds, _ = _checked_input(config_path, dataset, items_path, level, model, adapter, device, index_dir,
+                                audit_path, dtype, audit_id=audit_id, events=events, user_id=user_id)
+    click.echo(f"... loading the service ({cfg.dataset}, model {cfg.model or 'default'})", err=True)
+    return InterestService.from_dataset(ds, cfg)
+
+
+def _checked_input(config_path: Path | None, dataset: str | None, items_path: str | None, level: int | None,
+                   model: str | None, adapter: str | None, device: str | None, index_dir: str | None,
+                   audit_path: Path | None, dtype: str | None = None, *, audit_id: str | None = None,
+                   events: list[dict[str, Any]] | None = None,
+                   user_id: str | None = None) -> tuple[Any, Any, list[Any] | None]:
+    """The command's `ServiceConfig`, its dataset, and `events` checked against the catalogue
+    (None without events): everything `load_service` does before the model loads."""
+    from .loaders import load_dataset
     from .service_config import check_events
 
     cfg = service_config(config_path, dataset=dataset, level=level, model=model, adapter=adapter,
@@ -162,10 +176,26 @@ def load_service(config_path: Path | None, dataset: str | None, items_path: str 
         with _open_audit(Path(cfg.audit_path) if cfg.audit_path else None) as log:
             log.get(audit_id)
     ds = load_dataset(cfg.dataset) if items_path is None else load_dataset(cfg.dataset, items_path=items_path)
+    checked = None
     if events is not None:
-        check_events(events, ds.items, cfg.max_text_chars, user_id, max_events=cfg.max_events_per_history)
-    click.echo(f"... loading the service ({cfg.dataset}, model {cfg.model or 'default'})", err=True)
-    return InterestService.from_dataset(ds, cfg)
+        checked = check_events(events, ds.items, cfg.max_text_chars, user_id,
+                               max_events=cfg.max_events_per_history)
+    return cfg, ds, checked
+
+
+def _appended(user_id: str, events: list[dict[str, Any]], **service: Any) -> int:
+    """The length of USER_ID's history once `events` are appended, as the service would store it,
+    checked the service's way but with no model loaded (what `observe` without --predict prints)."""
+    from .errors import DataError
+    from .service_config import append_events, check_utf8
+    from .split import ordered_histories
+
+    user_id = check_utf8(user_id, "user_id")
+    if not user_id:
+        raise DataError("user_id is empty; expected a non-empty str")
+    cfg, ds, evs = _checked_input(**service, events=events, user_id=user_id)
+    stored = ordered_histories(ds.histories(), cfg.seed, cfg.max_events_per_history).get(user_id, [])
+    return len(append_events(stored, evs or [], user_id, cfg.max_events_per_history))
 
 
 # ---------------------------------------------------------------- predict and observe
@@ -237,17 +267,19 @@ def observe(user_id: str, events_src: str, then_predict: bool, explain: bool, to
     as long as this process, so it is lost when the command ends. Use --predict
     to predict from it in the same run, or the Python API
     (`InterestService.observe`) in a long-running process to keep it live.
-    Events must not be older than the shopper's last stored event.
+    Events must not be older than the shopper's last stored event. Without
+    --predict no model is loaded: the events are checked and counted.
     """
     events = read_events(events_src)
     with _errors():
+        if not then_predict:  # the history is checked and counted, then dropped: no model needed
+            n = _appended(user_id, events, **service)
+            _echo_json({"user_id": user_id, "observed": len(events), "n_events": n}, compact)
+            return
         with load_service(**service, events=events, user_id=user_id) as svc:
-            n = svc.observe(user_id, events)
-            if then_predict:
-                _echo_json(svc.predict(user_id, explain=explain, top_k=top_k, n_products=n_products).to_dict(),
-                           compact)
-                return
-    _echo_json({"user_id": user_id, "observed": len(events), "n_events": n}, compact)
+            svc.observe(user_id, events)
+            _echo_json(svc.predict(user_id, explain=explain, top_k=top_k, n_products=n_products).to_dict(),
+                       compact)
 
 
 # ---------------------------------------------------------------- audit

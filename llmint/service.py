@@ -80,9 +80,9 @@ from .service_config import (
     Product,
     ReplayResult,
     ServiceConfig,
+    append_events,
     check_events,
     check_utf8,
-    event_time,
     replay_atol,
     sort_key,
 )
@@ -344,17 +344,9 @@ class InterestService:
         if not isinstance(user_id, str) or not user_id:
             raise DataError(f"user_id={_short(user_id)}; expected a non-empty str")
         evs = self._events(events, user_id)
-        other = [e.user_id for e in evs if e.user_id != user_id]
-        if other:
-            raise DataError(f"observe({user_id!r}) got events of user {other[0]!r}")
-        evs.sort(key=sort_key)
         with self._users_lock:
-            hist = self._histories.get(user_id, [])
-            if hist and evs and event_time(evs[0]) < event_time(hist[-1]):
-                raise HistoryError(
-                    f"observe({user_id!r}): an event at time {event_time(evs[0])} is older than the "
-                    f"shopper's last event ({event_time(hist[-1])}); events must arrive in time order")
-            new = (hist + evs)[-self.config.max_events_per_history:]
+            new = append_events(self._histories.get(user_id, []), evs, user_id,
+                                self.config.max_events_per_history)
             self._histories[user_id] = new
             return len(new)
 

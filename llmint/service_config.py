@@ -11,7 +11,7 @@ loads nothing and knows nothing about models, indexes or SQLite.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -309,6 +309,30 @@ def sort_key(e: Event) -> tuple[float, int]:
     return (event_time(e), e.order if e.order is not None else -1)
 
 
+def append_events(history: Sequence[Event], events: Sequence[Event], user_id: str, limit: int) -> list[Event]:
+    """`history` (in time order) with checked `events` appended, newest `limit` kept: what
+    `InterestService.observe` stores; the inputs are left as they are.
+
+    The new events are sorted by time (stably) and must all be `user_id`'s (DataError) and no
+    older than the history's last event (HistoryError).
+
+    Example:
+        >>> old = [Event("u", "a", "view", order=1)]
+        >>> [e.item_id for e in append_events(old, [Event("u", "c", "view", order=3),
+        ...                                         Event("u", "b", "view", order=2)], "u", 2)]
+        ['b', 'c']
+    """
+    other = [e.user_id for e in events if e.user_id != user_id]
+    if other:
+        raise DataError(f"observe({user_id!r}) got events of user {other[0]!r}")
+    new = sorted(events, key=sort_key)
+    if history and new and event_time(new[0]) < event_time(history[-1]):
+        raise HistoryError(
+            f"observe({user_id!r}): an event at time {event_time(new[0])} is older than the "
+            f"shopper's last event ({event_time(history[-1])}); events must arrive in time order")
+    return [*history, *new][-limit:]
+
+
 def check_utf8(value: Any, what: str) -> Any:
     """`value` with bytes decoded as UTF-8 and str checked to be encodable (no lone surrogates).
 
@@ -405,6 +429,7 @@ __all__ = [
     "REPLAY_ATOL_16BIT",
     "ReplayResult",
     "ServiceConfig",
+    "append_events",
     "check_event",
     "check_events",
     "check_utf8",

@@ -154,6 +154,40 @@ def test_bad_events_are_exit_2_before_any_model_loads(tmp_path: Path, monkeypatc
     assert not (tmp_path / "a.sqlite").exists()
 
 
+def test_observe_without_predict_checks_and_counts_with_no_model(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`observe` without --predict appends to the stored history as the service would, and never builds it."""
+    import llmint.service
+
+    def no_model(*a, **k):
+        raise AssertionError("the service was built for observe without --predict")
+
+    monkeypatch.setattr(llmint.service.InterestService, "__init__", no_model)
+    events, items = write_shop(tmp_path)
+    svc = ["--dataset", events, "--items", items, "--audit", tmp_path / "a.sqlite"]
+    late = [{"item_id": "Ink1", "action": "cart", "timestamp": 1_700_000_001},
+            {"item_id": "Paper0", "action": "view", "timestamp": 1_700_000_000}]  # sorted on arrival
+    feed = "".join(json.dumps(e) + "\n" for e in late)
+    r = run("observe", "u0", "--events", "-", "--compact", *svc, input=feed)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"user_id": "u0", "observed": 2, "n_events": 7}  # 5 stored + 2
+    r = run("observe", "newcomer", "--events", "-", *svc, input=feed)
+    assert r.exit_code == 0 and json.loads(r.stdout)["n_events"] == 2
+    cfg = tmp_path / "svc.yaml"
+    cfg.write_text("max_events_per_history: 6\n")
+    r = run("observe", "u0", "--events", "-", "--config", cfg, *svc, input=feed)
+    assert r.exit_code == 0 and json.loads(r.stdout)["n_events"] == 6  # the newest 6 kept
+
+    old = json.dumps({"item_id": "Ink1", "action": "cart", "timestamp": 1_500_000_000}) + "\n"
+    r = run("observe", "u0", "--events", "-", *svc, input=old)
+    assert r.exit_code == 2 and "older than the shopper's last event" in r.output
+    r = run("observe", "u0", "--events", "-", *svc, input=json.dumps({**late[0], "user_id": "u1"}) + "\n")
+    assert r.exit_code == 2 and "got events of user 'u1'" in r.output
+    r = run("observe", "", "--events", "-", *svc, input=feed)
+    assert r.exit_code == 2 and "user_id is empty" in r.output
+    assert not (tmp_path / "a.sqlite").exists()
+
+
 # ---------------------------------------------------------------- audit commands
 
 
@@ -312,6 +346,8 @@ def test_predict_observe_show_and_replay_end_to_end(smollm2, tmp_path: Path) -> 
         q = json.loads(r.stdout)
         assert q["user_id"] == "u0" and q["n_events"] == 6 and q["top_category"] in labels
 
+        r = run("observe", "u0", "--events", "-", "--compact", *svc, input=json.dumps(new) + "\n")
+        assert r.exit_code == 0 and json.loads(r.stdout)["n_events"] == q["n_events"]  # no model: the same count
         r = run("observe", "u0", "--events", "-", *svc, input=json.dumps({**new, "item_id": "nope"}))
         assert r.exit_code == 2 and "unknown item 'nope'" in r.output
         r = run("predict", "u1", "u2", "--no-explain", "--products", "0", "--compact", *svc)

@@ -22,9 +22,9 @@ from conftest import one_thread_service, shop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmint import Event, HistoryError, LlmintError, ServiceConfig
+from llmint import DataError, Event, HistoryError, LlmintError, ServiceConfig
 from llmint.loaders.generic import load_events_file
-from llmint.service_config import EVENT_KEYS, check_events
+from llmint.service_config import EVENT_KEYS, append_events, check_events
 
 LIMIT = 40  # max_events_per_history of the fuzzed service
 MAX_TEXT = 2000
@@ -141,6 +141,25 @@ def test_request_gives_a_checked_history_or_a_typed_error(svc, x) -> None:
     times = [(e.timestamp if e.timestamp is not None else e.order) for e in evs]
     assert times == sorted(times) or isinstance(x, str)
     assert len({e.user_id for e in evs}) <= 1
+
+
+@settings(max_examples=300)
+@given(old=st.lists(st.integers(0, 50), max_size=8), new=st.lists(st.integers(0, 60), max_size=8),
+       limit=st.integers(1, 10), stranger=st.booleans())
+def test_append_events_keeps_time_order_and_leaves_its_inputs(old, new, limit, stranger) -> None:
+    """What `observe` stores (and `llmint observe` counts without a model): old + new sorted stably,
+    newest `limit`; a stranger's or an older event raises, and neither input list changes."""
+    hist = [Event("u", f"h{k}", "view", timestamp=float(t)) for k, t in enumerate(sorted(old))]
+    evs = [Event("x" if stranger and k == 0 else "u", f"n{k}", "view", timestamp=float(t)) for k, t in enumerate(new)]
+    hist0, evs0 = list(hist), list(evs)
+    try:
+        out = append_events(hist, evs, "u", limit)
+    except (DataError, HistoryError) as err:
+        assert (stranger and new and isinstance(err, DataError)) or (old and new and min(new) < max(old))
+    else:
+        assert not (stranger and new) and not (old and new and min(new) < max(old))
+        assert out == (hist0 + sorted(evs0, key=lambda e: e.timestamp))[-limit:]
+    assert hist == hist0 and evs == evs0
 
 
 @pytest.mark.real
