@@ -60,7 +60,9 @@ class BuildConfig:
     embedder: str | None = field(
         default=None, metadata={"help": "local sentence-transformers folder; None = bundled MiniLM"}
     )
-    batch_size: int = field(default=64, metadata={"help": "texts per encoder batch"})
+    batch_size: int | None = field(
+        default=None, metadata={"help": "texts per encoder batch (default: 32 on a CPU, 128 on a GPU)"}
+    )
     limit: int = field(default=0, metadata={"help": "index only the first N items (0 = all)"})
     reviews: bool = field(default=True, metadata={"help": "add a digest of review texts"})
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -68,7 +70,7 @@ class BuildConfig:
     def __post_init__(self) -> None:
         if not self.dataset:
             raise ValueError("dataset must be a non-empty name")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}; expected an int >= 1")
         if self.limit < 0:
             raise ValueError(f"limit={self.limit}; expected an int >= 0 (0 = all items)")
@@ -160,7 +162,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help=help_of["dataset"])
     p.add_argument("--out", required=True, help=help_of["out"])
     p.add_argument("--embedder", default=None, help=help_of["embedder"])
-    p.add_argument("--batch-size", type=int, default=64, help=help_of["batch_size"])
+    p.add_argument("--batch-size", type=int, default=None, help=help_of["batch_size"])
     p.add_argument("--limit", type=int, default=0, help=help_of["limit"])
     p.add_argument("--no-reviews", action="store_true", help="do not embed review digests")
     idx_help = {f.name: f.metadata.get("help", "") for f in fields(IndexConfig)}

@@ -163,7 +163,7 @@ class ItemIndex:
         cfg: IndexConfig | None = None,
         *,
         review_digests: Mapping[str, str] | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         show_progress: bool = False,
         catalogue_version: str = "",
     ) -> ItemIndex:

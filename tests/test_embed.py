@@ -79,6 +79,56 @@ def test_encode_is_float32_unit_norm(tiny_st) -> None:
         emb.encode("a single string")
 
 
+def test_encode_returns_rows_in_input_order_whatever_the_batches(tiny_st) -> None:
+    """Texts are embedded longest first in batches; each row still belongs to its own text."""
+    emb = Embedder.from_model(tiny_st, "tiny")
+    texts = ["pen", "cordless phone printer ink", "paper", "desk chair office stapler pencil", "ink", "pen"]
+    alone = np.stack([emb.encode([t])[0] for t in texts])
+    for bs in (1, 2, 4, None):
+        np.testing.assert_allclose(emb.encode(texts, batch_size=bs), alone, atol=1e-6)
+    assert emb.default_batch_size == 32  # a CPU
+    with pytest.raises(ValueError, match="batch_size"):
+        emb.encode(texts, batch_size=0)
+
+
+def test_length_order_is_longest_first_ties_in_input_order(tiny_st) -> None:
+    emb = Embedder.from_model(tiny_st, "tiny")  # a static model's tokenizer is not callable: characters count
+    assert emb.length_order(["ab", "abcd", "cd", "abc", ""]).tolist() == [1, 3, 0, 2, 4]
+    assert emb.length_order([]).tolist() == []
+
+
+@pytest.mark.real
+def test_real_minilm_batches_texts_of_like_token_counts() -> None:
+    """With the bundled MiniLM, each forward pass gets texts of similar token counts (character
+    counts would mix them) and the vectors equal those of each text embedded alone."""
+    emb = load_embedder()
+    rng = np.random.default_rng(0)
+    # characters and tokens disagree: long words split into many tokens, short ones into one
+    texts = [" ".join(rng.choice(["cartridge", "x7q9", "multipurpose", "pen", "zzkw3j", "a"], size=n))
+             for n in rng.integers(1, 40, size=48)]
+    tokens = [len(x) for x in emb.model.tokenizer(texts)["input_ids"]]
+    calls: list[list[int]] = []
+    encode = emb.model.encode
+
+    def spy(batch, **kw):
+        calls.append([tokens[texts.index(t)] for t in batch])
+        return encode(batch, **kw)
+
+    emb.model.encode = spy
+    try:
+        got = emb.encode(texts, batch_size=8)
+    finally:
+        emb.model.encode = encode
+    assert [len(c) for c in calls] == [8] * 6
+    flat = [n for c in calls for n in c]
+    assert flat == sorted(tokens, reverse=True)  # longest first, by tokens
+    by_chars = [tokens[i] for i in sorted(range(len(texts)), key=lambda i: -len(texts[i]))]
+    padded = sum(max(c) * len(c) for c in calls)  # the least any grouping into 8s can pad
+    assert padded < sum(max(by_chars[i : i + 8]) * 8 for i in range(0, len(texts), 8))
+    alone = np.stack([emb.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(got, alone, atol=1e-5)
+
+
 def test_sha_identifies_weights(tiny_st) -> None:
     a = Embedder.from_model(tiny_st, "tiny")
     assert a.sha256 == Embedder.from_model(copy.deepcopy(tiny_st), "tiny").sha256
