@@ -315,7 +315,7 @@ def bench_real(cfg: BenchConfig) -> dict[str, Any]:
     }
     for name, texts in variants.items():
         t = time.perf_counter()
-        vecs = emb.encode(texts, batch_size=64)
+        vecs = emb.encode(texts)
         out[f"encode_s_{name}"] = time.perf_counter() - t
         idx = ItemIndex.build(
             [it.item_id for it in items],

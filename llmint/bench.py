@@ -96,6 +96,9 @@ class BenchConfig:
         "the service's item index cache (None: <LLMINT_HOME>/cache/bench-index/<dataset>)"))
     index_size: int = field(default=100_000, metadata=_h("synthetic vectors in the index section"))
     index_queries: int = field(default=200, metadata=_h("queries for recall and latency"))
+    index_embed: int = field(default=480, metadata=_h(
+        "the dataset's items embedded by the bundled MiniLM: Embedder.encode vs sentence-transformers' "
+        "own encode (0: skipped)"))
     lora_dataset: str = field(default="movielens", metadata=_h("dataset of the LoRA section"))
     lora_steps: int = field(default=3, metadata=_h("LoRA optimiser steps timed (the first is warm-up)"))
     lora_batch: int = field(default=4, metadata=_h("examples per LoRA step"))
@@ -132,6 +135,7 @@ class BenchConfig:
         _check_int("torch_threads", self.torch_threads, 0)
         _check_int("prep_workers", self.prep_workers, 0)
         _check_int("n_draft", self.n_draft, 0)
+        _check_int("index_embed", self.index_embed, 0)
         for name in ("history_tokens", "batch_sizes", "threads"):
             for v in getattr(self, name):
                 _check_int(name, v, 1)

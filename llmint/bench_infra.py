@@ -91,6 +91,54 @@ def index(ctx: Context) -> dict[str, Any]:
     out["note"] = (f"synthetic clustered unit vectors (index.bench.synthetic), 1 faiss thread per query, CPU; "
                    f"bytes/vector: flat {4 * d}, HNSW {out['hnsw']['bytes_per_vector']:.0f}, "
                    f"IVF-PQ {out['ivfpq']['bytes_per_vector']:.0f}")
+    if cfg.index_embed:
+        try:
+            out["embedding"] = embedding(ctx)
+            rows.append(out["embedding"].pop("row"))
+        except Exception as err:  # noqa: BLE001 - no embedder here (e.g. a GPU box without it): the index figures stay
+            out["embedding"] = {"error": f"{type(err).__name__}: {err}"}
+            out["note"] += f"; item embedding not measured ({out['embedding']['error']})"
+    return out
+
+
+def embedding(ctx: Context) -> dict[str, Any]:
+    """Item texts through the bundled MiniLM: `Embedder.encode` (longest first by token count, its
+    default batch) vs sentence-transformers' own `encode` (ordered by characters, batch 64), same texts."""
+    from .embed import item_text, load_embedder, review_digests
+
+    cfg, ds = ctx.cfg, ctx.ds
+    items = list(ds.items.values())
+    take = np.random.default_rng(cfg.seed).permutation(len(items))[: cfg.index_embed]
+    digests = review_digests(ds.events)
+    texts = [item_text(items[i], digests.get(items[i].item_id)) for i in take]
+    emb = load_embedder(device="cuda" if cfg.device.startswith("cuda") else "cpu")
+    tokens = np.array([len(x) for x in emb.model.tokenizer(texts, truncation=True,
+                                                            max_length=emb.model.max_seq_length)["input_ids"]])
+    ctx.say(f"index: embedding {len(texts)} {ds.name} item texts, two ways")
+    emb.encode(texts[:8])  # warm-up
+    t0 = time.perf_counter()
+    base = emb.model.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
+    ctx.sync()
+    t1 = time.perf_counter()
+    ours = emb.encode(texts)
+    ctx.sync()
+    t2 = time.perf_counter()
+
+    def padding(order: np.ndarray, bs: int) -> float:  # share of the padded batches that is padding
+        lens = tokens[order]
+        padded = sum(int(lens[i : i + bs].max()) * len(lens[i : i + bs]) for i in range(0, len(lens), bs))
+        return round(1 - int(lens.sum()) / padded, 3)
+
+    by_chars = np.argsort([-len(t) for t in texts], kind="stable")
+    bs = emb.default_batch_size
+    out = {"texts": len(texts), "tokens_mean": round(float(tokens.mean()), 1), "batch": bs,
+           "baseline_s": round(t1 - t0, 2), "s": round(t2 - t1, 2),
+           "padding": padding(emb.length_order(texts), bs), "baseline_padding": padding(by_chars, 64),
+           "max_abs_diff": float(np.abs(ours - base).max())}
+    out["row"] = row("index", f"item embedding ({len(texts)} {ds.name} items, {out['tokens_mean']:.0f} tokens "
+                     f"each, token-sorted batches of {bs}, padding {out['padding']:.0%} vs "
+                     f"{out['baseline_padding']:.0%})", round(len(texts) / (t2 - t1), 1), "texts/s",
+                     "sentence-transformers encode, batch 64", round(len(texts) / (t1 - t0), 1), better="higher")
     return out
 
 

@@ -246,6 +246,8 @@ def bench_scoring(dataset: str, level: int | None, llm_model: str | None, adapte
                    "(ServiceConfig.coalesce_max).")
 @click.option("--n-concurrent", type=int, default=3, show_default=True, help="Requests each concurrent client sends.")
 @click.option("--index-size", type=int, default=100_000, show_default=True, help="Synthetic vectors in the index.")
+@click.option("--index-embed", type=int, default=480, show_default=True,
+              help="Items embedded (bundled MiniLM): token-sorted batches vs sentence-transformers' encode (0: skip).")
 @click.option("--lora-dataset", default="movielens", show_default=True, help="Dataset of the LoRA section.")
 @click.option("--lora-steps", type=int, default=3, show_default=True, help="LoRA steps timed (the first is warm-up).")
 @click.option("--lora-batch", type=int, default=4, show_default=True, help="Examples per LoRA step.")
@@ -259,7 +261,7 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
           batch_sizes: tuple[int, ...], n_throughput: int, threads: tuple[int, ...], torch_threads: int,
           compile_modes: tuple[str, ...], dtype_lever: bool, graph_bucket: int, gen_tokens: int, gen_batch: int,
           n_draft: int, prep_workers: int, n_prep: int, concurrent: int, n_concurrent: int, index_size: int,
-          lora_dataset: str, lora_steps: int,
+          index_embed: int, lora_dataset: str, lora_steps: int,
           lora_batch: int, sections: tuple[str, ...], out: Path) -> None:
     """Speed of every part (scoring, throughput, generation, predict, index, LoRA), each vs a same-run baseline."""
     from tqdm.auto import tqdm
@@ -273,7 +275,7 @@ def bench(dataset: str, level: int | None, llm_model: str | None, device: str, d
                           threads=threads, torch_threads=torch_threads, compile=compile_modes, dtype_lever=dtype_lever,
                           graph_bucket=graph_bucket, gen_tokens=gen_tokens, gen_batch=gen_batch,
                           n_draft=n_draft, prep_workers=prep_workers, n_prep=n_prep, concurrent=concurrent,
-                          n_concurrent=n_concurrent, index_size=index_size,
+                          n_concurrent=n_concurrent, index_size=index_size, index_embed=index_embed,
                           lora_dataset=lora_dataset, lora_steps=lora_steps,
                           lora_batch=lora_batch, sections=sections or SECTIONS)
     except ValueError as err:

@@ -48,6 +48,7 @@ def test_row_speedup_is_above_one_when_better_than_the_baseline():
     ({"warmup": -1}, "warmup=-1"),
     ({"torch_threads": -1}, "torch_threads=-1; expected an int >= 0"),
     ({"index_size": 150, "index_queries": 100}, "index_size=150"),
+    ({"index_embed": -1}, "index_embed=-1; expected an int >= 0"),
 ])
 def test_config_rejects_bad_values_and_names_them(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -125,7 +126,7 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
                       gen_tokens=3, n_generate=1, gen_batch=2,
                       no_cache_tokens=2, n_predict=1, concurrent=2, n_concurrent=2, prep_workers=2, n_prep=6,
                       index_dir=str(tmp_path / "index"), index_size=1200,
-                      index_queries=10, lora_steps=1, lora_batch=1, warmup=0)
+                      index_queries=10, index_embed=10, lora_steps=1, lora_batch=1, warmup=0)
     threads = torch.get_num_threads()
     res = run(cfg, lambda msg: print(msg, file=sys.stderr), dataset=ds, loaded=smollm2, lora_dataset=ds)
     assert torch.get_num_threads() == threads  # restored
@@ -183,6 +184,10 @@ def test_small_real_run_has_every_section_and_kv_reuse_matches_naive(smollm2, tm
     assert sum(int(k) * v for k, v in co["passes"].items()) == crowd and set(co["passes"]) <= {"1", "2"}
     assert pr["predict_batch_explain_2"]["same_texts"] == 2 and pr["predict_batch_explain_1"]["s"] > 0
     assert res["sections"]["predict"]["predict_explain_prompt_again"]["p50_ms"] > 0
+    emb = res["sections"]["index"]["embedding"]  # the same 10 item texts, both ways: the same vectors
+    assert emb["texts"] == 10 and emb["max_abs_diff"] < 1e-5 and 0 <= emb["padding"] <= emb["baseline_padding"]
+    emb_row = next(r for r in res["rows"] if r["measure"].startswith("item embedding (10 shop items"))
+    assert emb_row["unit"] == "texts/s" and emb_row["value"] > 0 and emb_row["baseline_value"] > 0
     assert res["sections"]["lora"]["examples_per_s"] > 0
     assert smollm2.model.config._attn_implementation == "sdpa"  # the lever put it back
     js, md = write(res, tmp_path / "bench.json")
