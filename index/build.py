@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from llmint.errors import LlmintError
 from llmint.index_cache import catalogue_fingerprint
 from llmint.index_config import DEVICES, KINDS, IndexConfig, ivfpq_plan
 
@@ -45,6 +46,8 @@ INDEX_OPTIONS = (
     *IVFPQ_OPTIONS,
 )  # the IndexConfig fields offered as --options (search-time ones are kept in meta.json)
 CHOICES = {"kind": KINDS, "device": DEVICES}
+EMBED_DEVICES = ("auto", "cpu", "cuda")
+EMBED_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 class BuildConfigError(ValueError):
@@ -65,6 +68,15 @@ class BuildConfig:
     )
     limit: int = field(default=0, metadata={"help": "index only the first N items (0 = all)"})
     reviews: bool = field(default=True, metadata={"help": "add a digest of review texts"})
+    embed_device: str = field(
+        default="auto", metadata={"help": "where the texts are embedded: cpu, cuda or auto (cuda when available)"}
+    )
+    embed_dtype: str = field(
+        default="float32",
+        metadata={"help": "embedder weights: float32 (exact), bfloat16, float16, or auto (bfloat16 where the "
+                          "device computes it natively: 1.75x faster on a CPU with AVX512-BF16, top-10 "
+                          "neighbours 994 in 1,000 the same, measured on Office)"},
+    )
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def __post_init__(self) -> None:
@@ -74,6 +86,10 @@ class BuildConfig:
             raise ValueError(f"batch_size={self.batch_size}; expected an int >= 1")
         if self.limit < 0:
             raise ValueError(f"limit={self.limit}; expected an int >= 0 (0 = all items)")
+        if self.embed_device not in EMBED_DEVICES and not self.embed_device.startswith("cuda:"):
+            raise ValueError(f"embed_device={self.embed_device!r}; expected one of {EMBED_DEVICES} or cuda:N")
+        if self.embed_dtype not in EMBED_DTYPES:
+            raise ValueError(f"embed_dtype={self.embed_dtype!r}; expected one of {EMBED_DTYPES}")
 
 
 def main(cfg: BuildConfig) -> Path:
@@ -99,7 +115,7 @@ def main(cfg: BuildConfig) -> Path:
         time.perf_counter() - t0,
     )
 
-    embedder = load_embedder(cfg.embedder)
+    embedder = load_embedder(cfg.embedder, device=cfg.embed_device, dtype=cfg.embed_dtype)
     check_index_plan(cfg.index, len(items), embedder.dim)  # before the slow encoding
     t1 = time.perf_counter()
     vectors = embedder.encode(texts, batch_size=cfg.batch_size, show_progress=True)
@@ -120,6 +136,8 @@ def main(cfg: BuildConfig) -> Path:
     resolved = asdict(cfg) | {
         "embedder_name": embedder.name,
         "embedder_sha256": embedder.sha256,
+        "embedder_device": str(embedder.model.device),
+        "embedder_dtype": embedder.dtype,
         "resolved_kind": index.kind,
         "n_items": len(index),
         "encode_s": round(t_encode, 3),
@@ -165,6 +183,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help=help_of["batch_size"])
     p.add_argument("--limit", type=int, default=0, help=help_of["limit"])
     p.add_argument("--no-reviews", action="store_true", help="do not embed review digests")
+    p.add_argument("--embed-device", default="auto", help=help_of["embed_device"])
+    p.add_argument("--embed-dtype", default="float32", choices=EMBED_DTYPES, help=help_of["embed_dtype"])
     idx_help = {f.name: f.metadata.get("help", "") for f in fields(IndexConfig)}
     defaults = IndexConfig()
     group = p.add_argument_group(
@@ -202,6 +222,8 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         batch_size=args.batch_size,
         limit=args.limit,
         reviews=not args.no_reviews,
+        embed_device=args.embed_device,
+        embed_dtype=args.embed_dtype,
         index=IndexConfig(**given),
     )
 
@@ -222,6 +244,8 @@ def cli(argv: Sequence[str] | None = None) -> Path:
         return main(cfg)
     except BuildConfigError as e:
         parser.error(str(e))
+    except LlmintError as e:  # data or model trouble: one line, exit 1
+        parser.exit(1, f"{parser.prog}: {e}\n")
 
 
 if __name__ == "__main__":

@@ -174,8 +174,15 @@ class Embedder:
                 lengths[start : start + len(chunk)] = [len(x) for x in ids]
         return np.argsort(-lengths, kind="stable")
 
+    @property
+    def dtype(self) -> str:
+        """The dtype of the model's weights ("float32", "bfloat16", ...); the vectors are always float32."""
+        params = getattr(self.model, "parameters", None)
+        first = next(iter(params()), None) if callable(params) else None
+        return "float32" if first is None else str(first.dtype).removeprefix("torch.")
+
     def __repr__(self) -> str:
-        return f"Embedder(name={self.name!r}, dim={self.dim}, sha256={self.sha256[:12]}...)"
+        return f"Embedder(name={self.name!r}, dim={self.dim}, dtype={self.dtype}, sha256={self.sha256[:12]}...)"
 
 
 def bundled_model_dir() -> Path:
@@ -190,12 +197,22 @@ def bundled_model_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
-def load_embedder(name_or_path: str | Path | None = None, device: str = "cpu") -> Embedder:
+def load_embedder(name_or_path: str | Path | None = None, device: str = "cpu", dtype: Any = None) -> Embedder:
     """Load the bundled all-MiniLM-L6-v2 (None) or a local sentence-transformers folder.
 
+    `device`: "cpu", "cuda", "cuda:N" or "auto" (cuda when available). `dtype`: None or
+    "float32" (exact), "bfloat16", "float16", or "auto" (bfloat16 where the device computes it
+    natively, as `llmint.models.resolve_dtype`); vectors come back float32 whatever the weights.
     Nothing is downloaded: a name that is not a folder and not the bundled
     model's name raises ModelError.
     """
+    import torch
+
+    from .models import _torch_dtype, resolve_dtype
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    weights_dtype = _torch_dtype(resolve_dtype(dtype, device))  # a bad name fails before the load
     if name_or_path is None or str(name_or_path) == BUNDLED_NAME:
         folder, name = bundled_model_dir(), BUNDLED_NAME
     else:
@@ -215,6 +232,8 @@ def load_embedder(name_or_path: str | Path | None = None, device: str = "cpu") -
         model = SentenceTransformer(str(folder), device=device, local_files_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised as our error with the folder named
         raise ModelError(f"cannot load the sentence-transformers model in {folder}: {e}") from e
+    if weights_dtype != torch.float32:
+        model.to(weights_dtype)
     model.eval()
     return Embedder(model, name, sha)
 

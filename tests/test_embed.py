@@ -144,6 +144,30 @@ def test_load_embedder_from_a_local_folder(tiny_st, tmp_path) -> None:
     np.testing.assert_allclose(emb.encode(["printer ink"]), want, rtol=1e-6)
 
 
+def test_load_embedder_in_bfloat16_keeps_float32_unit_vectors(tiny_st, tmp_path) -> None:
+    tiny_st.save(str(tmp_path / "tiny-st"))
+    emb = load_embedder(tmp_path / "tiny-st", dtype="bfloat16")
+    assert emb.dtype == "bfloat16" and "dtype=bfloat16" in repr(emb)
+    v = emb.encode(["printer ink", "desk chair"])
+    assert v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+    assert load_embedder(tmp_path / "tiny-st").dtype == "float32"
+    with pytest.raises(ValueError, match="dtype='int8'"):
+        load_embedder(tmp_path / "tiny-st", dtype="int8")
+
+
+@pytest.mark.real
+def test_real_minilm_in_bfloat16_is_close_to_float32() -> None:
+    from llmint.models import native_bf16
+
+    texts = ["VTech cordless phone, 2 handsets", "Hammermill copy paper, 1 ream", "Swingline desk stapler"]
+    a, b = load_embedder(), load_embedder(dtype="bfloat16")
+    va, vb = a.encode(texts), b.encode(texts)
+    assert b.dtype == "bfloat16" and vb.dtype == np.float32
+    assert 0.999 < float((va * vb).sum(1).min()) and np.abs(va - vb).max() > 0  # rounded, not the same weights
+    assert load_embedder(dtype="auto").dtype == ("bfloat16" if native_bf16("cpu") else "float32")
+
+
 def test_load_embedder_refuses_what_is_not_a_local_folder(tmp_path) -> None:
     with pytest.raises(ModelError, match="not a local folder"):
         load_embedder("sentence-transformers/some-hub-model")

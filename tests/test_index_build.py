@@ -99,6 +99,20 @@ def test_cli_builds_ivfpq_with_the_given_parameters(gen_dataset, embedder_dir, t
     assert all(gen_dataset.items[h.item_id].category_path == ("Furniture",) for h in in_cat)
 
 
+def test_embed_dtype_and_device_reach_the_embedder_and_the_record(gen_dataset, embedder_dir, tmp_path) -> None:
+    """--embed-dtype bfloat16 embeds with bfloat16 weights (float32 vectors); build_config.json says so."""
+    from index import build
+
+    a = build.cli(argv(tmp_path / "f32", embedder_dir, "--limit", "300", "--embed-device", "cpu"))
+    b = build.cli(argv(tmp_path / "bf16", embedder_dir, "--limit", "300", "--embed-dtype", "bfloat16"))
+    ra, rb = (json.loads((x / "build_config.json").read_text()) for x in (a, b))
+    assert (ra["embedder_dtype"], ra["embedder_device"], ra["embed_device"]) == ("float32", "cpu", "cpu")
+    assert (rb["embedder_dtype"], rb["embedder_device"], rb["embed_dtype"]) == ("bfloat16", "cpu", "bfloat16")
+    va, vb = (ItemIndex.load(x, load_embedder(embedder_dir)) for x in (a, b))
+    xa, xb = (v._index.reconstruct_n(0, 300) for v in (va, vb))
+    assert xb.dtype == np.float32 and 0 < np.abs(xa - xb).max() < 2e-2  # rounded weights, float32 vectors
+
+
 def test_ivfpq_options_default_to_the_index_config(gen_dataset, embedder_dir) -> None:
     from index import build
 
@@ -130,6 +144,8 @@ def test_search_time_options_reach_the_index_config(embedder_dir) -> None:
             r"--pq-m, --nprobe: only for --kind ivfpq \(got --kind hnsw\)",
         ),
         (["--pq-m", "4"], r"--pq-m: only for --kind ivfpq \(got --kind auto\)"),  # auto: never ivfpq
+        (["--embed-dtype", "int8"], "argument --embed-dtype: invalid choice: 'int8'"),
+        (["--embed-device", "tpu"], r"embed_device='tpu'; expected one of \('auto', 'cpu', 'cuda'\) or cuda:N"),
         (
             ["--kind", "ivfpq", "--pq-m", "3"],
             r"pq_m=3 does not divide the dimension 8; choose one of \[1, 2, 4, 8\]",
