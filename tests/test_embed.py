@@ -86,6 +86,17 @@ def test_encode_returns_rows_in_input_order_whatever_the_batches(tiny_st) -> Non
     alone = np.stack([emb.encode([t])[0] for t in texts])
     for bs in (1, 2, 4, None):
         np.testing.assert_allclose(emb.encode(texts, batch_size=bs), alone, atol=1e-6)
+    import llmint.embed
+
+    calls = []
+    encode = emb.model.encode
+    emb.model.encode = lambda batch, **kw: calls.append(list(batch)) or encode(batch, **kw)
+    old, llmint.embed.SORT_WINDOW_BATCHES = llmint.embed.SORT_WINDOW_BATCHES, 1
+    try:  # windows of 2 texts, each sorted alone: 3 calls, longest first within each pair
+        np.testing.assert_allclose(emb.encode(texts, batch_size=2), alone, atol=1e-6)
+    finally:
+        llmint.embed.SORT_WINDOW_BATCHES, emb.model.encode = old, encode
+    assert calls == [[texts[1], texts[0]], [texts[3], texts[2]], [texts[4], texts[5]]]
     assert emb.default_batch_size == 32  # a CPU
     with pytest.raises(ValueError, match="batch_size"):
         emb.encode(texts, batch_size=0)
