@@ -74,7 +74,7 @@ class BuildConfig:
     embed_dtype: str = field(
         default="float32",
         metadata={"help": "embedder weights: float32 (exact), bfloat16, float16, or auto (bfloat16 where the "
-                          "device computes it natively: 1.75x faster on a CPU with AVX512-BF16, top-10 "
+                          "device computes it natively: about 1.7x faster on a CPU with AVX512-BF16, top-10 "
                           "neighbours 994 in 1,000 the same, measured on Office)"},
     )
     index: IndexConfig = field(default_factory=IndexConfig)

@@ -31,7 +31,7 @@ BUNDLED_NAME = "all-MiniLM-L6-v2"
 SEP = " > "
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".npy")
 _LENGTH_CHUNK = 4096  # texts tokenised at a time to order them by length
-SORT_WINDOW_BATCHES = 256  # batches of texts sorted by length together (8,192 at 32: Office, Instacart ~ one sort of all)
+SORT_WINDOW_BATCHES = 256  # batches sorted by length together (8,192 texts at 32: about one sort of all)
 
 
 def item_text(
