@@ -164,8 +164,12 @@ class Embedder:
         return 32 if device is None or getattr(device, "type", "cpu") == "cpu" else 128
 
     def length_order(self, texts: Sequence[str]) -> np.ndarray:
-        """Indices of `texts`, longest first by the model's token count (capped at its max_seq_length;
-        by characters when it has no tokenizer), ties in input order."""
+        """Indices of `texts`, longest first by `token_counts`, ties in input order."""
+        return np.argsort(-self.token_counts(texts), kind="stable")
+
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
+        """Each text's length in the model's tokens, capped at its max_seq_length (in characters
+        when the model has no callable tokenizer)."""
         tok = getattr(self.model, "tokenizer", None)
         cap = getattr(self.model, "max_seq_length", None) or None
         lengths = np.zeros(len(texts), dtype=np.int64)
@@ -176,7 +180,7 @@ class Embedder:
             else:
                 ids = tok(chunk, truncation=cap is not None, max_length=cap)["input_ids"]
                 lengths[start : start + len(chunk)] = [len(x) for x in ids]
-        return np.argsort(-lengths, kind="stable")
+        return lengths
 
     @property
     def dtype(self) -> str:
