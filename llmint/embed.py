@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,13 +113,18 @@ class Embedder:
         return cls(model, name, state_dict_sha256(model))
 
     def encode(
-        self, texts: Sequence[str], batch_size: int | None = None, show_progress: bool = False
+        self,
+        texts: Sequence[str],
+        batch_size: int | None = None,
+        show_progress: bool = False,
+        progress: Callable[[int], object] | None = None,
     ) -> np.ndarray:
         """Embed `texts` -> float32 array (len(texts), dim), each row of unit L2 norm.
 
-        Texts are embedded longest first by token count within windows of `SORT_WINDOW_BATCHES`
-        batches, `batch_size` at a time (None: `default_batch_size`), so a batch pads little and a
-        huge list starts at once; the rows come back in input order.
+        Texts are embedded longest first by token count within windows of `window(batch_size)`
+        texts, `batch_size` at a time (None: `default_batch_size`), so a batch pads little and a
+        huge list starts at once; the rows come back in input order. `progress`, when given, is
+        called with the number of texts each batch embedded (a caller's own bar: `bar.update`).
 
         Example:
             >>> emb.encode(["cordless phone", "printer paper"]).shape  # doctest: +SKIP
@@ -130,14 +135,11 @@ class Embedder:
         texts = list(texts)
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("encode() takes a sequence of str")
-        if batch_size is None:
-            batch_size = self.default_batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}; expected an int >= 1")
+        batch_size = self._batch_size(batch_size)
         vecs = np.zeros((len(texts), self.dim), dtype=np.float32)
         from tqdm.auto import tqdm
 
-        window = batch_size * SORT_WINDOW_BATCHES  # sorted a window at a time: embedding starts at once
+        window = self.window(batch_size)  # sorted a window at a time: embedding starts at once
         with tqdm(total=len(texts), desc="embedding", unit="text", disable=not show_progress) as bar:
             for first in range(0, len(texts), window):
                 order = first + self.length_order(texts[first : first + window])
@@ -152,9 +154,24 @@ class Embedder:
                     )
                     vecs[rows] = np.asarray(out, dtype=np.float32).reshape(len(rows), self.dim)
                     bar.update(len(rows))
+                    if progress is not None:
+                        progress(len(rows))
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         np.divide(vecs, norms, out=vecs, where=norms > 0)
         return vecs
+
+    def window(self, batch_size: int | None = None) -> int:
+        """Texts `encode` sorts by length together at `batch_size` (None: `default_batch_size`):
+        `SORT_WINDOW_BATCHES` batches. Calling `encode` on consecutive slices of this many texts
+        gives the same vectors as one call on all of them, a slice at a time in memory."""
+        return self._batch_size(batch_size) * SORT_WINDOW_BATCHES
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        if batch_size is None:
+            return self.default_batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}; expected an int >= 1")
+        return batch_size
 
     @property
     def default_batch_size(self) -> int:

@@ -57,7 +57,7 @@ from .index_config import (
 )
 from .index_faiss import new_faiss_index, wants_gpu
 from .index_filter import FilteredSearch
-from .index_ivfpq import HalfVectors, rerank, trained_ivfpq
+from .index_ivfpq import HalfVectors, rerank, trained_ivfpq, training_rows
 from .index_labels import Catalogue
 from .index_profile import ProfileConfig, profile_vector, profile_weights
 from .schema import Event, Item
@@ -122,6 +122,34 @@ class ItemIndex:
         cfg = cfg or IndexConfig()
         vectors = check_vectors(vectors, embedder.dim if embedder else None)
         n, dim = vectors.shape
+        train = vectors[training_rows(n, dim, cfg)] if cfg.kind == "ivfpq" else None
+        idx = cls.empty(dim, n, cfg, train=train, embedder=embedder, catalogue_version=catalogue_version)
+        t0 = time.perf_counter()
+        idx.add(item_ids, vectors, categories)
+        logger.info(
+            "built %s index of %d items (d=%d) in %.1fs", idx.kind, n, dim, time.perf_counter() - t0
+        )
+        return idx
+
+    @classmethod
+    def empty(
+        cls,
+        dim: int,
+        n_items: int,
+        cfg: IndexConfig | None = None,
+        *,
+        train: np.ndarray | None = None,
+        embedder: Embedder | None = None,
+        catalogue_version: str = "",
+    ) -> ItemIndex:
+        """An index of dimension `dim` with no items yet, set up for a catalogue of `n_items`
+        that `add` then fills, in chunks if need be (`from_items` does).
+
+        `n_items` picks the kind when `cfg.kind` is "auto" and sizes IVF-PQ's inverted lists;
+        IVF-PQ trains on `train`, the vectors of `training_rows(n_items, dim, cfg)` (required
+        for that kind, ignored by the others).
+        """
+        cfg = cfg or IndexConfig()
         kind = cfg.kind
         use_gpu = wants_gpu(cfg)
         if cfg.device == "gpu" and num_gpus() == 0:
@@ -129,12 +157,14 @@ class ItemIndex:
                 "IndexConfig.device='gpu' but faiss sees no GPU (is faiss-gpu installed?)"
             )
         if kind == "auto":
-            kind = "flat" if use_gpu or n < cfg.hnsw_threshold else "hnsw"
+            kind = "flat" if use_gpu or n_items < cfg.hnsw_threshold else "hnsw"
         if kind == "ivfpq":
+            if train is None:
+                raise ValueError("kind='ivfpq' needs `train`: the vectors of training_rows(n_items, dim, cfg)")
             if cfg.device == "gpu":
                 logger.warning("kind='ivfpq' searches on the CPU; the GPU is not used")
             use_gpu = False
-            index = trained_ivfpq(vectors, cfg)
+            index = trained_ivfpq(check_vectors(train, dim), n_items, cfg)
         else:
             index = new_faiss_index(kind, dim, cfg)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -148,11 +178,6 @@ class ItemIndex:
             build_time_utc=stamp,
         )
         idx._filter.use_gpu = use_gpu
-        t0 = time.perf_counter()
-        idx.add(item_ids, vectors, categories)
-        logger.info(
-            "built %s index of %d items (d=%d) in %.1fs", kind, n, dim, time.perf_counter() - t0
-        )
         return idx
 
     @classmethod
@@ -167,19 +192,72 @@ class ItemIndex:
         show_progress: bool = False,
         catalogue_version: str = "",
     ) -> ItemIndex:
-        """Embed `items` with `item_text` and index them under their full category path."""
+        """Embed `items` with `item_text` and index them under their full category path
+        (`from_texts`: a window of vectors at a time)."""
         items = list(items)
         digests = review_digests or {}
-        texts = [item_text(it, digests.get(it.item_id)) for it in items]
-        vecs = embedder.encode(texts, batch_size=batch_size, show_progress=show_progress)
-        return cls.build(
+        return cls.from_texts(
             [it.item_id for it in items],
-            vecs,
+            [item_text(it, digests.get(it.item_id)) for it in items],
             [it.category_path or None for it in items],
+            embedder,
             cfg,
-            embedder=embedder,
+            batch_size=batch_size,
+            show_progress=show_progress,
             catalogue_version=catalogue_version,
         )
+
+    @classmethod
+    def from_texts(
+        cls,
+        item_ids: Sequence[str],
+        texts: Sequence[str],
+        categories: Sequence[str | Sequence[str] | None] | None,
+        embedder: Embedder,
+        cfg: IndexConfig | None = None,
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+        catalogue_version: str = "",
+    ) -> ItemIndex:
+        """Embed `texts` (one per item id) and index them under `categories` (as `build`).
+
+        Items are embedded and added `embedder.window(batch_size)` at a time (8,192 on a CPU),
+        so besides the index only that many vectors are ever held: the same vectors as one
+        `encode` of every text. IVF-PQ embeds its training sample first and keeps it until its
+        rows are added (at most `train_max` vectors).
+        """
+        from tqdm.auto import tqdm
+
+        cfg = cfg or IndexConfig()
+        n, dim = len(texts), embedder.dim
+        if len(item_ids) != n or (categories is not None and len(categories) != n):
+            raise ValueError(f"{len(item_ids)} item ids and {n} texts"
+                             + ("" if categories is None else f" and {len(categories)} categories"))
+        t0 = time.perf_counter()
+        with tqdm(total=n, desc="embedding", unit="item", disable=not show_progress) as bar:
+            sample, train = np.zeros(0, np.int64), None
+            if cfg.kind == "ivfpq":
+                sample = training_rows(n, dim, cfg)
+                train = embedder.encode([texts[i] for i in sample], batch_size, progress=bar.update)
+            idx = cls.empty(dim, n, cfg, train=train, embedder=embedder, catalogue_version=catalogue_version)
+            step = embedder.window(batch_size)
+            for start in range(0, n, step):
+                rows = np.arange(start, min(start + step, n))
+                vecs = np.empty((len(rows), dim), np.float32)
+                known = np.isin(rows, sample)  # embedded already, to train IVF-PQ
+                if train is not None and known.any():
+                    vecs[known] = train[np.searchsorted(sample, rows[known])]
+                if not known.all():
+                    vecs[~known] = embedder.encode(
+                        [texts[i] for i in rows[~known]], batch_size, progress=bar.update
+                    )
+                stop = start + len(rows)
+                idx.add(item_ids[start:stop], vecs, None if categories is None else categories[start:stop])
+        logger.info(
+            "embedded and indexed %d items (%s, d=%d) in %.1fs", n, idx.kind, dim, time.perf_counter() - t0
+        )
+        return idx
 
     # ------------------------------------------------------------ incremental
 
@@ -307,6 +385,8 @@ class ItemIndex:
         self, texts: Sequence[str], k: int = 10, category: str | Sequence[str] | None = None
     ) -> list[list[Hit]]:
         """Embed `texts` with the index's embedder and `search` them."""
+        if isinstance(texts, str):  # list("printer ink") would search eleven one-letter queries
+            raise TypeError("search_text() takes a sequence of str, not a single str; wrap it in a list")
         if self.embedder is None:
             raise ModelError(
                 "this index has no embedder; pass one to ItemIndex.load(dir, embedder)"
@@ -369,5 +449,5 @@ class ItemIndex:
 __all__ = [  # with the names importable from here before the split into index_* modules
     "SEP", "HalfVectors", "Hit", "IndexConfig", "Item", "ItemIndex", "ProfileConfig",
     "category_label", "check_vectors", "import_faiss", "item_text", "new_faiss_index",
-    "num_gpus", "profile_weights", "rerank", "trained_ivfpq",
+    "num_gpus", "profile_weights", "rerank", "trained_ivfpq", "training_rows",
 ]

@@ -39,22 +39,34 @@ from .index_faiss import run_search
 logger = logging.getLogger(__name__)
 
 
-def trained_ivfpq(vectors: np.ndarray, cfg: IndexConfig) -> Any:
+def training_rows(n: int, dim: int, cfg: IndexConfig) -> np.ndarray:
+    """The sorted rows (int64) of a catalogue of `n` vectors of dimension `dim` that train its
+    IVF-PQ: a sample of min(n, train_max) seeded by `train_seed`, all rows when n <= train_max.
+
+    Known before any vector is: a build can embed these rows first, train, then stream the rest.
+    Raises ValueError (`ivfpq_plan`) when `pq_m` does not divide `dim` or `n` is too few.
+    """
+    _, n_train = ivfpq_plan(n, dim, cfg)
+    return np.sort(np.random.default_rng(cfg.train_seed).choice(n, n_train, replace=False))
+
+
+def trained_ivfpq(sample: np.ndarray, n: int, cfg: IndexConfig) -> Any:
     """An empty `IndexIVFPQ` (inner product, flat coarse quantizer, 8-bit codes of `pq_m`
-    bytes) trained on a seeded sample of at most `train_max` rows of `vectors` (n, d).
+    bytes) for a catalogue of `n` vectors, trained on `sample`: their `training_rows`.
 
     The labels are its own ids (no id map). Raises ValueError (`ivfpq_plan`) when
-    `pq_m` does not divide d or `vectors` are too few to train on.
+    `pq_m` does not divide the dimension or `n` is too few to train on.
     """
-    n, dim = vectors.shape
+    dim = sample.shape[1]
     nlist, n_train = ivfpq_plan(n, dim, cfg)
+    if len(sample) != n_train:
+        raise ValueError(f"{len(sample)} training vectors; expected {n_train} (training_rows of {n})")
     faiss = import_faiss()
     index = faiss.IndexIVFPQ(
         faiss.IndexFlatIP(dim), dim, nlist, cfg.pq_m, 8, faiss.METRIC_INNER_PRODUCT
     )
-    rows = np.random.default_rng(cfg.train_seed).choice(n, n_train, replace=False)
     t0 = time.perf_counter()
-    index.train(np.ascontiguousarray(vectors[np.sort(rows)]))
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
     logger.info(
         "trained IVF%d,PQ%d on %d of %d vectors in %.1fs",
         nlist,
@@ -197,4 +209,4 @@ class HalfVectors:
         return cls(dim, base)
 
 
-__all__ = ["HalfVectors", "rerank", "search_ivfpq", "trained_ivfpq"]
+__all__ = ["HalfVectors", "rerank", "search_ivfpq", "trained_ivfpq", "training_rows"]

@@ -1,0 +1,148 @@
+"""ItemIndex.from_texts embeds and adds a window of items at a time: the index equals a build
+from one encode of every text, and no call holds more than a window of vectors."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import llmint.embed as embed_mod
+from llmint.embed import Embedder, load_embedder
+from llmint.index import IndexConfig, ItemIndex, training_rows
+
+FLAT = IndexConfig(kind="flat", device="cpu")
+WORDS = "cordless phone corded paper printer ink pen pencil stapler desk chair office".split()
+
+
+@pytest.fixture(scope="module")
+def _tiny_st():
+    from test_embed import tiny_sentence_transformer
+
+    return tiny_sentence_transformer()
+
+
+@pytest.fixture
+def emb(_tiny_st) -> Embedder:
+    return Embedder.from_model(copy.deepcopy(_tiny_st), "tiny")
+
+
+def catalogue(n: int, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
+    """n item ids, texts of 1-6 of WORDS, and categories, seeded."""
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(rng.choice(WORDS, size=int(k))) for k in rng.integers(1, 7, size=n)]
+    return [f"i{j}" for j in range(n)], texts, [f"C{j % 5} > s{j % 3}" for j in range(n)]
+
+
+def spy_encode(emb: Embedder) -> list[int]:
+    """Record the number of texts of each `emb.encode` call."""
+    sizes: list[int] = []
+    encode = emb.encode
+
+    def spy(texts, *a, **kw):
+        sizes.append(len(texts))
+        return encode(texts, *a, **kw)
+
+    emb.encode = spy  # type: ignore[method-assign]
+    return sizes
+
+
+def test_a_window_at_a_time_gives_the_index_of_one_encode(emb) -> None:
+    ids, texts, cats = catalogue(1000)
+    want = ItemIndex.build(ids, emb.encode(texts, batch_size=4), cats, FLAT, embedder=emb)
+    sizes = spy_encode(emb)
+    got = ItemIndex.from_texts(ids, texts, cats, emb, FLAT, batch_size=4)  # windows of 4 x 256 = 1,024
+    assert sizes == [1000]
+    sizes.clear()
+    got2 = ItemIndex.from_texts(ids, texts, cats, emb, FLAT, batch_size=1)  # windows of 256
+    assert sizes == [256, 256, 256, 232]
+    for idx in (got, got2):
+        assert idx.item_ids == ids
+        np.testing.assert_array_equal(idx.vectors_of(ids), want.vectors_of(ids))
+        assert [h.item_id for h in idx.search_text(["printer ink"], k=20, category="C2")[0]] == [
+            h.item_id for h in want.search_text(["printer ink"], k=20, category="C2")[0]
+        ]
+    with pytest.raises(TypeError, match="not a single str"):
+        got.search_text("printer ink")
+
+
+def test_from_items_shows_one_bar_over_every_item(emb, capsys) -> None:
+    from llmint.schema import Item
+
+    items = [Item(i, t, tuple(c.split(" > "))) for i, t, c in zip(*catalogue(300), strict=True)]
+    idx = ItemIndex.from_items(items, emb, FLAT, batch_size=1, show_progress=True)
+    assert len(idx) == 300
+    err = capsys.readouterr().err
+    assert "300/300" in err and err.count("embedding: 100%") == 1
+
+
+def test_ivfpq_trains_on_the_build_sample_and_embeds_each_text_once(emb) -> None:
+    n = 12_000
+    ids, texts, cats = catalogue(n, seed=1)
+    cfg = IndexConfig(kind="ivfpq", device="cpu", pq_m=4, ivf_nlist=16, train_max=10_000, nprobe=4, rerank=50)
+    sample = training_rows(n, emb.dim, cfg)
+    assert len(sample) == 10_000 and np.all(np.diff(sample) > 0)
+    want = ItemIndex.build(ids, emb.encode(texts), cats, cfg, embedder=emb)
+    sizes = spy_encode(emb)
+    got = ItemIndex.from_texts(ids, texts, cats, emb, cfg, batch_size=8)  # windows of 2,048
+    window = emb.window(8)
+    assert sizes[0] == 10_000  # the training sample, first
+    assert sum(sizes) == n and max(sizes[1:]) <= window  # then only the rest, a window at a time
+    assert got.item_ids == ids
+    np.testing.assert_array_equal(got.vectors_of(ids), want.vectors_of(ids))
+    q = emb.encode(["printer ink", "desk chair office", "pen"])
+    for a, b in zip(got.search(q, k=10), want.search(q, k=10), strict=True):
+        assert [h.item_id for h in a] == [h.item_id for h in b]
+    assert got._index.nlist == want._index.nlist == 16
+
+
+def test_ivfpq_too_small_fails_before_anything_is_embedded(emb) -> None:
+    ids, texts, cats = catalogue(500)
+    sizes = spy_encode(emb)
+    with pytest.raises(ValueError, match="needs at least"):
+        ItemIndex.from_texts(ids, texts, cats, emb, IndexConfig(kind="ivfpq", pq_m=4))
+    assert sizes == []
+    with pytest.raises(ValueError, match="needs `train`"):
+        ItemIndex.empty(8, 20_000, IndexConfig(kind="ivfpq", pq_m=4))
+    with pytest.raises(ValueError, match="3 item ids and 500 texts"):
+        ItemIndex.from_texts(ids[:3], texts, cats, emb, FLAT)
+
+
+def test_hnsw_added_a_window_at_a_time_finds_every_item(emb, monkeypatch) -> None:
+    monkeypatch.setattr(embed_mod, "SORT_WINDOW_BATCHES", 4)
+    rng = np.random.default_rng(3)
+    n = 600
+    texts = [" ".join(rng.choice(WORDS, size=8)) + f" {j}" for j in range(n)]  # near-unique vectors
+    ids = [f"i{j}" for j in range(n)]
+    cfg = IndexConfig(kind="hnsw", device="cpu", hnsw_m=8, ef_construction=64, ef_search=64)
+    idx = ItemIndex.from_texts(ids, texts, None, emb, cfg, batch_size=16)  # 10 windows of 64
+    assert idx.kind == "hnsw" and len(idx) == n
+    exact = ItemIndex.from_texts(ids, texts, None, emb, FLAT, batch_size=16)
+    q = exact.vectors_of(ids[::7])
+    got = [{h.item_id for h in hits} for hits in idx.search(q, k=10)]
+    want = [{h.item_id for h in hits} for hits in exact.search(q, k=10)]
+    recall = np.mean([len(g & w) / 10 for g, w in zip(got, want, strict=True)])
+    assert recall >= 0.95
+
+
+def test_auto_kind_is_chosen_by_the_catalogue_size_not_the_window(emb) -> None:
+    ids, texts, cats = catalogue(300)
+    cfg = IndexConfig(kind="auto", device="cpu", hnsw_threshold=200)
+    assert ItemIndex.from_texts(ids, texts, cats, emb, cfg, batch_size=1).kind == "hnsw"  # windows of 256
+    assert ItemIndex.from_texts(ids[:150], texts[:150], cats[:150], emb, cfg).kind == "flat"
+
+
+@pytest.mark.real
+def test_real_minilm_windows_give_the_vectors_of_one_encode(monkeypatch) -> None:
+    """MiniLM's vectors depend (~1e-7) on a batch's padding: a window split anywhere but at the
+    encoder's own windows would change them; from_texts splits exactly there."""
+    monkeypatch.setattr(embed_mod, "SORT_WINDOW_BATCHES", 3)
+    emb = load_embedder()
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(["cartridge", "x7q9", "multipurpose", "pen", "zzkw3j", "a"], size=int(k)))
+             for k in rng.integers(1, 40, size=70)]
+    ids = [f"i{j}" for j in range(70)]
+    one = emb.encode(texts, batch_size=4)  # windows of 12
+    idx = ItemIndex.from_texts(ids, texts, None, emb, FLAT, batch_size=4)
+    np.testing.assert_array_equal(idx.vectors_of(ids), one)
