@@ -55,7 +55,7 @@ from .index_config import (
     import_faiss,
     num_gpus,
 )
-from .index_faiss import new_faiss_index, wants_gpu
+from .index_faiss import new_faiss_index, reserve, wants_gpu
 from .index_filter import FilteredSearch
 from .index_ivfpq import HalfVectors, rerank, trained_ivfpq, training_rows
 from .index_labels import Catalogue
@@ -178,6 +178,10 @@ class ItemIndex:
             build_time_utc=stamp,
         )
         idx._filter.use_gpu = use_gpu
+        if kind == "ivfpq":
+            idx._exact.reserve(n_items)
+        else:
+            reserve(index, n_items)  # chunked adds then never reallocate the codes
         return idx
 
     @classmethod

@@ -146,3 +146,34 @@ def test_real_minilm_windows_give_the_vectors_of_one_encode(monkeypatch) -> None
     one = emb.encode(texts, batch_size=4)  # windows of 12
     idx = ItemIndex.from_texts(ids, texts, None, emb, FLAT, batch_size=4)
     np.testing.assert_array_equal(idx.vectors_of(ids), one)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_an_empty_index_reserves_its_codes_so_chunks_never_move_them(kind) -> None:
+    import faiss
+
+    x = np.random.default_rng(0).standard_normal((5000, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for n_items, moves in ((5000, False), (0, True)):  # n_items 0: nothing reserved, the codes grow
+        idx = ItemIndex.empty(8, n_items, IndexConfig(kind=kind, device="cpu"))
+        inner = faiss.downcast_index(idx._index.index)
+        store = faiss.downcast_index(inner.storage) if kind == "hnsw" else inner
+        where = set()
+        for s in range(0, 5000, 1000):
+            idx.add([f"i{j}" for j in range(s, s + 1000)], x[s : s + 1000])
+            where.add(int(store.codes.data()))
+        assert (len(where) > 1) is moves
+        assert [h.item_id for h in idx.search(x[[7]], k=1)[0]] == ["i7"]
+
+
+def test_an_empty_ivfpq_index_reserves_its_float16_rows(emb) -> None:
+    ids, texts, cats = catalogue(10_000, seed=2)
+    cfg = IndexConfig(kind="ivfpq", device="cpu", pq_m=4, ivf_nlist=8, train_max=10_000)
+    vecs = emb.encode(texts)
+    idx = ItemIndex.empty(8, 10_000, cfg, train=vecs[training_rows(10_000, 8, cfg)])
+    tail = idx._exact._tail
+    assert len(tail) == 10_000
+    for s in range(0, 10_000, 3000):
+        idx.add(ids[s : s + 3000], vecs[s : s + 3000], cats[s : s + 3000])
+    assert idx._exact._tail is tail  # never regrown
+    np.testing.assert_allclose(idx.vectors_of(ids[:5]), vecs[:5], atol=1e-3)
