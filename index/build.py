@@ -8,6 +8,10 @@ Loads the dataset (`llmint.loaders.load_dataset`), embeds every item's text
 (`llmint.embed.item_text`, with a digest of its reviews where the dataset has
 review text) with a progress bar, builds an `ItemIndex` and saves it to `--out`
 together with `build_config.json`, the resolved configuration of this run.
+Items are embedded and added a window at a time (`ItemIndex.from_texts`), so the
+vectors of the whole catalogue are never held at once; an IVF-PQ build writes its
+float16 rows straight to `--out` (renamed into place when the index is saved;
+removed if the build fails).
 The index options are `IndexConfig` fields with its defaults; an invalid value or
 combination (an IVF-PQ option without `--kind ivfpq`, a `--pq-m` that does not divide
 the embedding dimension, too few items to train IVF-PQ) is a usage error (exit 2),
@@ -96,7 +100,7 @@ def main(cfg: BuildConfig) -> Path:
     """Build and save the index for `cfg.dataset`; returns the output folder."""
     from llmint import loaders
     from llmint.embed import item_text, load_embedder, review_digests
-    from llmint.index import ItemIndex
+    from llmint.index import SPILL, ItemIndex
 
     t0 = time.perf_counter()
     ds = loaders.load_dataset(cfg.dataset)
@@ -118,20 +122,26 @@ def main(cfg: BuildConfig) -> Path:
     embedder = load_embedder(cfg.embedder, device=cfg.embed_device, dtype=cfg.embed_dtype)
     check_index_plan(cfg.index, len(items), embedder.dim)  # before the slow encoding
     t1 = time.perf_counter()
-    index = ItemIndex.from_texts(  # a window of vectors at a time, never all of them
-        [it.item_id for it in items],
-        texts,
-        [it.category_path or None for it in items],
-        embedder,
-        cfg.index,
-        batch_size=cfg.batch_size,
-        show_progress=True,
-        catalogue_version=catalogue_fingerprint(
-            [(it.item_id, t) for it, t in zip(items, texts, strict=True)]
-        ),
-    )
+    spill = Path(cfg.out) / SPILL  # IVF-PQ's float16 rows go to disk as they are made
+    try:
+        index = ItemIndex.from_texts(  # a window of vectors at a time, never all of them
+            [it.item_id for it in items],
+            texts,
+            [it.category_path or None for it in items],
+            embedder,
+            cfg.index,
+            batch_size=cfg.batch_size,
+            show_progress=True,
+            catalogue_version=catalogue_fingerprint(
+                [(it.item_id, t) for it, t in zip(items, texts, strict=True)]
+            ),
+            spill_dir=cfg.out,
+        )
+        out = index.save(cfg.out)
+    except BaseException:
+        spill.unlink(missing_ok=True)  # a failed build leaves no half-written rows beside an older index
+        raise
     t_build = time.perf_counter() - t1
-    out = index.save(cfg.out)
     resolved = asdict(cfg) | {
         "embedder_name": embedder.name,
         "embedder_sha256": embedder.sha256,
@@ -143,7 +153,7 @@ def main(cfg: BuildConfig) -> Path:
     }
     (out / "build_config.json").write_text(json.dumps(resolved, sort_keys=True, indent=2) + "\n")
     logger.info(
-        "%s index of %d items written to %s (embedded and built in %.1fs)", index.kind, len(index), out, t_build
+        "%s index of %d items written to %s (embedded, built and saved in %.1fs)", index.kind, len(index), out, t_build
     )
     return out
 

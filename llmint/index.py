@@ -64,6 +64,8 @@ from .schema import Event, Item
 
 logger = logging.getLogger(__name__)
 
+SPILL = "vectors.f16.npy.building"  # an IVF-PQ build's float16 rows, until `save` renames them
+
 
 class ItemIndex:
     """A FAISS inner-product index over item vectors, with item ids and categories.
@@ -141,13 +143,17 @@ class ItemIndex:
         train: np.ndarray | None = None,
         embedder: Embedder | None = None,
         catalogue_version: str = "",
+        spill_dir: str | Path | None = None,
     ) -> ItemIndex:
         """An index of dimension `dim` with no items yet, set up for a catalogue of `n_items`
-        that `add` then fills, in chunks if need be (`from_items` does).
+        that `add` then fills, in chunks if need be (`from_items` does); room for them is
+        reserved, so no chunk reallocates what the ones before it added.
 
         `n_items` picks the kind when `cfg.kind` is "auto" and sizes IVF-PQ's inverted lists;
         IVF-PQ trains on `train`, the vectors of `training_rows(n_items, dim, cfg)` (required
-        for that kind, ignored by the others).
+        for that kind, ignored by the others). `spill_dir` (IVF-PQ only): keep its float16
+        rows in a file there (`SPILL`) rather than in RAM; `save` to that folder renames it
+        into place, so pass the folder the index will be saved to.
         """
         cfg = cfg or IndexConfig()
         kind = cfg.kind
@@ -179,7 +185,11 @@ class ItemIndex:
         )
         idx._filter.use_gpu = use_gpu
         if kind == "ivfpq":
-            idx._exact.reserve(n_items)
+            spill = None
+            if spill_dir is not None:
+                Path(spill_dir).mkdir(parents=True, exist_ok=True)
+                spill = Path(spill_dir) / SPILL
+            idx._exact.reserve(n_items, spill=spill)
         else:
             reserve(index, n_items)  # chunked adds then never reallocate the codes
         return idx
@@ -223,8 +233,10 @@ class ItemIndex:
         batch_size: int | None = None,
         show_progress: bool = False,
         catalogue_version: str = "",
+        spill_dir: str | Path | None = None,
     ) -> ItemIndex:
-        """Embed `texts` (one per item id) and index them under `categories` (as `build`).
+        """Embed `texts` (one per item id) and index them under `categories` (as `build`);
+        `spill_dir` as for `empty`.
 
         Items are embedded and added `embedder.window(batch_size)` at a time (8,192 on a CPU),
         so besides the index only that many vectors are ever held: the same vectors as one
@@ -244,7 +256,8 @@ class ItemIndex:
             if cfg.kind == "ivfpq":
                 sample = training_rows(n, dim, cfg)
                 train = embedder.encode([texts[i] for i in sample], batch_size, progress=bar.update)
-            idx = cls.empty(dim, n, cfg, train=train, embedder=embedder, catalogue_version=catalogue_version)
+            idx = cls.empty(dim, n, cfg, train=train, embedder=embedder, catalogue_version=catalogue_version,
+                            spill_dir=spill_dir)
             step = embedder.window(batch_size)
             for start in range(0, n, step):
                 rows = np.arange(start, min(start + step, n))

@@ -141,7 +141,7 @@ class HalfVectors:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> HalfVectors:
         twin = HalfVectors(self.dim, self._base if self.memory_mapped else self._base.copy())
-        twin._tail, twin._n_tail = self._tail[: self._n_tail].copy(), self._n_tail
+        twin._tail, twin._n_tail = np.array(self._tail[: self._n_tail]), self._n_tail  # RAM, even if spilled
         memo[id(self)] = twin
         return twin
 
@@ -149,7 +149,7 @@ class HalfVectors:
         """Every row in RAM (a memory map's rows read from its file): a pickle stands alone."""
         state = self.__dict__.copy()
         state["_base"] = np.asarray(self._base)
-        state["_tail"] = self._tail[: self._n_tail]
+        state["_tail"] = np.array(self._tail[: self._n_tail])  # a plain copy, even of a spilled map
         return state
 
     @property
@@ -164,10 +164,18 @@ class HalfVectors:
             raise ValueError("vectors overflow float16 (|x| > 65504); expected unit rows")
         return vectors.astype(np.float16)
 
-    def reserve(self, n: int) -> None:
+    def reserve(self, n: int, spill: Path | None = None) -> None:
         """Room for `n` more rows without growing: an index built a chunk at a time knows its size,
-        and doubling would hold the old and new tail at once (up to 3x the rows at 100M items)."""
+        and doubling would hold the old and new tail at once (up to 3x the rows at 100M items).
+
+        `spill`: keep the rows of an empty store in that file (a writable memory map, float16
+        .npy) instead of RAM, so a 100M-item build holds no 77 GB of them: the kernel writes
+        them out and can evict them. `save` to the file's folder renames it into place.
+        """
         need = self._n_tail + n
+        if spill is not None and len(self) == 0 and n > 0:
+            self._tail = np.lib.format.open_memmap(spill, mode="w+", dtype=np.float16, shape=(n, self.dim))
+            return
         if need > len(self._tail):
             grown = np.zeros((need, self.dim), np.float16)
             grown[: self._n_tail] = self._tail[: self._n_tail]
@@ -195,7 +203,16 @@ class HalfVectors:
 
     def save(self, path: Path, chunk: int = 1 << 20) -> None:
         """Write every row to `path` (.npy, float16) in chunks, via a temporary file that
-        then replaces `path`: safe when `path` is the file this store maps."""
+        then replaces `path`: safe when `path` is the file this store maps. A spilled store
+        (`reserve(spill=)`) whose file is full and in `path`'s folder is flushed and renamed."""
+        spilled = getattr(self._tail, "filename", None)
+        if spilled and not len(self._base) and self._n_tail == len(self._tail) and (
+            Path(spilled).parent.resolve() == path.parent.resolve()
+        ):
+            self._tail.flush()
+            os.replace(spilled, path)
+            self._tail.filename = str(path)  # the map's file is the same inode under its new name
+            return
         tmp = path.with_name(path.name + ".tmp")
         shape = (len(self), self.dim)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)

@@ -82,6 +82,8 @@ def test_cli_builds_ivfpq_with_the_given_parameters(gen_dataset, embedder_dir, t
     extra = [a for kv in IVFPQ_ARGS.items() for a in kv]
     out = build.cli(argv(tmp_path / "ix", embedder_dir, "--kind", "ivfpq", *extra))
     assert out == tmp_path / "ix" and (out / "vectors.f16.npy").is_file()
+    assert sorted(p.name for p in out.iterdir()) == [  # the spilled float16 rows renamed into place
+        "build_config.json", "index.faiss", "meta.json", "vectors.f16.npy"]
 
     idx = ItemIndex.load(out, load_embedder(embedder_dir))
     assert (idx.kind, len(idx), idx.dim) == ("ivfpq", N_ITEMS, 8)
@@ -200,3 +202,22 @@ def test_module_entry_point_exits_2_on_a_bad_option(tmp_path) -> None:
     want = "python -m index.build: error: nprobe=0; expected an int >= 1"
     assert run.stderr.strip().splitlines()[-1] == want
     assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_ivfpq_build_leaves_the_older_index_and_no_spilled_rows(
+    gen_dataset, embedder_dir, tmp_path, monkeypatch
+) -> None:
+    from index import build
+
+    extra = [a for kv in IVFPQ_ARGS.items() for a in kv]
+    out = build.cli(argv(tmp_path / "ix", embedder_dir, "--kind", "ivfpq", *extra))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(self, folder):
+        assert (Path(folder) / "vectors.f16.npy.building").is_file()  # the rows were on disk
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ItemIndex, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        build.cli(argv(out, embedder_dir, "--kind", "ivfpq", *extra))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -4,6 +4,7 @@ from one encode of every text, and no call holds more than a window of vectors."
 from __future__ import annotations
 
 import copy
+import pickle
 
 import numpy as np
 import pytest
@@ -177,3 +178,31 @@ def test_an_empty_ivfpq_index_reserves_its_float16_rows(emb) -> None:
         idx.add(ids[s : s + 3000], vecs[s : s + 3000], cats[s : s + 3000])
     assert idx._exact._tail is tail  # never regrown
     np.testing.assert_allclose(idx.vectors_of(ids[:5]), vecs[:5], atol=1e-3)
+
+
+def test_ivfpq_rows_spilled_to_disk_are_renamed_into_the_saved_index(emb, tmp_path) -> None:
+    from llmint.index import SPILL
+
+    n = 10_500
+    ids, texts, cats = catalogue(n, seed=4)
+    cfg = IndexConfig(kind="ivfpq", device="cpu", pq_m=4, ivf_nlist=8, train_max=10_000, rerank=30)
+    ram = ItemIndex.from_texts(ids, texts, cats, emb, cfg)
+    disk = ItemIndex.from_texts(ids, texts, cats, emb, cfg, spill_dir=tmp_path / "ix")
+    assert isinstance(disk._exact._tail, np.memmap) and (tmp_path / "ix" / SPILL).is_file()
+    assert not isinstance(ram._exact._tail, np.memmap)
+    np.testing.assert_array_equal(disk.vectors_of(ids), ram.vectors_of(ids))
+    for twin in (copy.deepcopy(disk), pickle.loads(pickle.dumps(disk))):  # copies hold the rows in RAM
+        assert type(twin._exact._tail) is np.ndarray
+        np.testing.assert_array_equal(twin.vectors_of(ids[:50]), ram.vectors_of(ids[:50]))
+    disk.save(tmp_path / "ix")
+    assert not (tmp_path / "ix" / SPILL).exists()
+    disk.save(tmp_path / "ix")  # again: the map's file is already in place
+    ram.save(tmp_path / "ram")
+    a, b = ItemIndex.load(tmp_path / "ix", emb), ItemIndex.load(tmp_path / "ram", emb)
+    assert (tmp_path / "ix" / "vectors.f16.npy").read_bytes() == (tmp_path / "ram" / "vectors.f16.npy").read_bytes()
+    q = emb.encode(["printer ink", "desk chair"])
+    assert [[h.item_id for h in r] for r in a.search(q, k=10)] == [[h.item_id for h in r] for r in b.search(q, k=10)]
+    disk.add(["new"], emb.encode(["stapler"]), ["C9"])  # beyond the reserved rows: they move to RAM
+    assert disk.vectors_of(["new"]).shape == (1, 8)
+    disk.save(tmp_path / "ix")
+    assert len(ItemIndex.load(tmp_path / "ix", emb)) == n + 1
