@@ -1,13 +1,17 @@
-"""Build the product-retrieval index of a dataset's catalogue.
+"""Build the product-retrieval index of a dataset's catalogue, or of a catalogue file.
 
     python -m index.build --dataset office --out runs/index/office
 
+    python -m index.build --items catalogue.parquet --out runs/index/shop --kind ivfpq
+
     python -m index.build --dataset instacart --out runs/index/instacart-pq --kind ivfpq --pq-m 48
 
-Loads the dataset (`llmint.loaders.load_dataset`), embeds every item's text
-(`llmint.embed.item_text`, with a digest of its reviews where the dataset has
-review text) with a progress bar, builds an `ItemIndex` and saves it to `--out`
-together with `build_config.json`, the resolved configuration of this run.
+Loads the dataset (`llmint.loaders.load_dataset`) or the items file (`--items`: the
+item columns of `llmint.loaders.generic`; Parquet read a row group at a time by
+`llmint.loaders.catalogue`), embeds every item's text (`llmint.embed.item_text`, with
+a digest of its reviews where the dataset has review text) with a progress bar, builds
+an `ItemIndex` and saves it to `--out` together with `build_config.json`, the resolved
+configuration of this run.
 Items are embedded and added a window at a time (`ItemIndex.from_texts`), so the
 vectors of the whole catalogue are never held at once; an IVF-PQ build writes its
 float16 rows straight to `--out` (renamed into place when the index is saved;
@@ -28,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from llmint.errors import LlmintError
+from llmint.errors import DataError, LlmintError
 from llmint.index_cache import catalogue_fingerprint
 from llmint.index_config import DEVICES, KINDS, IndexConfig, ivfpq_plan
 
@@ -62,8 +66,17 @@ class BuildConfigError(ValueError):
 class BuildConfig:
     """One index build: which catalogue, which embedder, which index, where to."""
 
-    dataset: str = field(metadata={"help": "dataset name for llmint.loaders.load_dataset"})
     out: str = field(metadata={"help": "output folder (index.faiss, meta.json, build_config.json)"})
+    dataset: str | None = field(
+        default=None, metadata={"help": "dataset name for llmint.loaders.load_dataset (or give --items)"}
+    )
+    items: str | None = field(
+        default=None,
+        metadata={"help": "a catalogue file instead of a dataset: the item columns of llmint.loaders.generic "
+                          "(item_id, title, category_path, brand, text, ...); Parquet is read a row group at a "
+                          "time, so a catalogue of any size is never held as texts; CSV/JSONL are read whole. "
+                          "No review digests (there are no events)"},
+    )
     embedder: str | None = field(
         default=None, metadata={"help": "local sentence-transformers folder; None = bundled MiniLM"}
     )
@@ -84,8 +97,8 @@ class BuildConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def __post_init__(self) -> None:
-        if not self.dataset:
-            raise ValueError("dataset must be a non-empty name")
+        if bool(self.dataset) == bool(self.items):
+            raise ValueError("give a dataset name or an items file (exactly one of --dataset and --items)")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}; expected an int >= 1")
         if self.limit < 0:
@@ -96,45 +109,76 @@ class BuildConfig:
             raise ValueError(f"embed_dtype={self.embed_dtype!r}; expected one of {EMBED_DTYPES}")
 
 
-def main(cfg: BuildConfig) -> Path:
-    """Build and save the index for `cfg.dataset`; returns the output folder."""
-    from llmint import loaders
-    from llmint.embed import item_text, load_embedder, review_digests
-    from llmint.index import SPILL, ItemIndex
+@dataclass
+class Catalogue:
+    """What an index is built from: item ids, their texts and categories, and a version."""
 
-    t0 = time.perf_counter()
-    ds = loaders.load_dataset(cfg.dataset)
-    items = list(ds.items.values())
+    item_ids: Sequence[str]
+    texts: Sequence[str]
+    categories: Sequence[tuple[str, ...] | None]
+    version: str
+    described: str  # for the log: where it came from, how many items
+
+
+def load_catalogue(cfg: BuildConfig) -> Catalogue:
+    """The catalogue of `cfg`: a dataset's items (with review digests) or an items file."""
+    from llmint import loaders
+    from llmint.embed import item_text, review_digests
+    from llmint.loaders.catalogue import ParquetItems
+    from llmint.loaders.generic import load_items_file
+
+    if cfg.items is not None and Path(cfg.items).suffix.lower() == ".parquet":
+        parquet = ParquetItems(cfg.items, limit=cfg.limit)
+        if not len(parquet):
+            raise DataError(f"{cfg.items} has no items to index")
+        return Catalogue(parquet.item_ids, parquet.texts(item_text), parquet.categories, parquet.version(),
+                         f"{cfg.items}: {len(parquet)} items, read a row group at a time")
+    if cfg.items is not None:
+        items = list(load_items_file(Path(cfg.items)).values())
+        digests: dict[str, str] = {}
+        name = cfg.items
+    else:
+        ds = loaders.load_dataset(cfg.dataset)
+        items = list(ds.items.values())
+        digests = review_digests(ds.events) if cfg.reviews else {}
+        name = str(cfg.dataset)
     if cfg.limit:
         items = items[: cfg.limit]
     if not items:
-        raise ValueError(f"dataset {cfg.dataset!r} has no items to index")
-    digests = review_digests(ds.events) if cfg.reviews else {}
+        raise DataError(f"{name} has no items to index")
     texts = [item_text(it, digests.get(it.item_id)) for it in items]
-    logger.info(
-        "%s: %d items (%d with reviews) loaded in %.1fs",
-        cfg.dataset,
-        len(items),
-        sum(it.item_id in digests for it in items),
-        time.perf_counter() - t0,
+    return Catalogue(
+        [it.item_id for it in items],
+        texts,
+        [it.category_path or None for it in items],
+        catalogue_fingerprint([(it.item_id, t) for it, t in zip(items, texts, strict=True)]),
+        f"{name}: {len(items)} items ({sum(it.item_id in digests for it in items)} with reviews)",
     )
 
+
+def main(cfg: BuildConfig) -> Path:
+    """Build and save the index of `cfg.dataset` or `cfg.items`; returns the output folder."""
+    from llmint.embed import load_embedder
+    from llmint.index import SPILL, ItemIndex
+
+    t0 = time.perf_counter()
+    cat = load_catalogue(cfg)
+    logger.info("%s, loaded in %.1fs", cat.described, time.perf_counter() - t0)
+
     embedder = load_embedder(cfg.embedder, device=cfg.embed_device, dtype=cfg.embed_dtype)
-    check_index_plan(cfg.index, len(items), embedder.dim)  # before the slow encoding
+    check_index_plan(cfg.index, len(cat.item_ids), embedder.dim)  # before the slow encoding
     t1 = time.perf_counter()
     spill = Path(cfg.out) / SPILL  # IVF-PQ's float16 rows go to disk as they are made
     try:
         index = ItemIndex.from_texts(  # a window of vectors at a time, never all of them
-            [it.item_id for it in items],
-            texts,
-            [it.category_path or None for it in items],
+            cat.item_ids,
+            cat.texts,
+            cat.categories,
             embedder,
             cfg.index,
             batch_size=cfg.batch_size,
             show_progress=True,
-            catalogue_version=catalogue_fingerprint(
-                [(it.item_id, t) for it, t in zip(items, texts, strict=True)]
-            ),
+            catalogue_version=cat.version,
             spill_dir=cfg.out,
         )
         out = index.save(cfg.out)
@@ -180,7 +224,8 @@ def make_parser() -> argparse.ArgumentParser:
     """
     p = argparse.ArgumentParser(prog="python -m index.build", description=__doc__.split("\n")[0])
     help_of = {f.name: f.metadata.get("help", "") for f in fields(BuildConfig)}
-    p.add_argument("--dataset", required=True, help=help_of["dataset"])
+    p.add_argument("--dataset", default=None, help=help_of["dataset"])
+    p.add_argument("--items", default=None, metavar="FILE", help=help_of["items"])
     p.add_argument("--out", required=True, help=help_of["out"])
     p.add_argument("--embedder", default=None, help=help_of["embedder"])
     p.add_argument("--batch-size", type=int, default=None, help=help_of["batch_size"])
@@ -220,6 +265,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         raise ValueError(f"{', '.join(stray)}: only for --kind ivfpq (got --kind {kind})")
     return BuildConfig(
         dataset=args.dataset,
+        items=args.items,
         out=args.out,
         embedder=args.embedder,
         batch_size=args.batch_size,

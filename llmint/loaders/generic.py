@@ -173,6 +173,24 @@ def _also_in(v: Any) -> tuple[tuple[str, ...], ...]:
     return tuple(dict.fromkeys(p for p in paths if p))
 
 
+def item_of(where: int | str, rec: dict[str, Any], sink: RowSink) -> Item | None:
+    """The `Item` of one record of an items file (see the module docstring), or None when the
+    row is bad: `sink` raises (strict) or counts it."""
+    if "__error__" in rec:
+        sink.bad(where, rec["__error__"])
+        return None
+    try:
+        iid = to_id(rec.get("item_id"), "item_id")
+    except DataError as err:
+        sink.bad(where, str(err))
+        return None
+    attrs = tuple((k, s) for k, v in rec.items()
+                  if k not in ITEM_COLUMNS and (s := to_str(v)) is not None)
+    return sink.build(where, Item, iid or "", to_str(rec.get("title")) or f"item {iid}",
+                      _category_path(rec.get("category_path")), brand=to_str(rec.get("brand")),
+                      text=to_str(rec.get("text")), attributes=attrs, also_in=_also_in(rec.get("also_in")))
+
+
 def load_items_file(path: Path, *, strict: bool = True, reports: list[LoadReport] | None = None
                     ) -> dict[str, Item]:
     """Items from a CSV/JSONL/Parquet file with `item_id`, `title`, ... (see module docstring)."""
@@ -186,19 +204,7 @@ def load_items_file(path: Path, *, strict: bool = True, reports: list[LoadReport
     items: dict[str, Item] = {}
     for where, rec in records:
         rep.rows_read += 1
-        if "__error__" in rec:
-            sink.bad(where, rec["__error__"])
-            continue
-        try:
-            iid = to_id(rec.get("item_id"), "item_id")
-        except DataError as err:
-            sink.bad(where, str(err))
-            continue
-        attrs = tuple((k, s) for k, v in rec.items()
-                      if k not in ITEM_COLUMNS and (s := to_str(v)) is not None)
-        item = sink.build(where, Item, iid or "", to_str(rec.get("title")) or f"item {iid}",
-                          _category_path(rec.get("category_path")), brand=to_str(rec.get("brand")),
-                          text=to_str(rec.get("text")), attributes=attrs, also_in=_also_in(rec.get("also_in")))
+        item = item_of(where, rec, sink)
         if item is None:
             continue
         if item.item_id in items:
