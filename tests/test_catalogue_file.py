@@ -55,6 +55,7 @@ def test_parquet_items_match_the_whole_file_loader_and_read_groups_on_demand(tmp
     assert got.item_ids == list(whole)
     assert got.categories == [it.category_path or None for it in whole.values()]
     assert (got.report.rows_read, got.report.rows_kept) == (1000, 1000)
+    assert got.categories[1] is got.categories[998]  # one tuple per distinct path, not one per item
     reads: list[int] = []
     records = ParquetItems._records
     monkeypatch.setattr(ParquetItems, "_records", lambda self, g: reads.append(g) or records(self, g))

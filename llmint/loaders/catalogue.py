@@ -53,6 +53,7 @@ class ParquetItems:
         self._rows_before: list[int] = []  # per row group: the file rows before it
         sink = RowSink(self.path, self.report, strict=strict)
         seen: set[str] = set()
+        paths: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct path, shared by its items
         rows = 0
         for g in range(self._file.num_row_groups):
             if limit and len(self.item_ids) >= limit:
@@ -73,7 +74,7 @@ class ParquetItems:
                     continue
                 seen.add(item.item_id)
                 self.item_ids.append(item.item_id)
-                self.categories.append(item.category_path or None)
+                self.categories.append(paths.setdefault(item.category_path, item.category_path) or None)
                 kept.append(j)
             self._kept.append(kept)
             rows += self._file.metadata.row_group(g).num_rows
