@@ -32,8 +32,8 @@ class Catalogue:
     def __init__(self) -> None:
         self.item_ids: list[str | None] = []  # label -> item id (None once removed)
         self.label_of: dict[str, int] = {}  # live item id -> label
-        self.alive = np.zeros(0, dtype=bool)  # label -> live?
-        self.cat_code = np.zeros(0, dtype=np.int32)  # label -> category code, -1 for none
+        self._alive = np.zeros(0, dtype=bool)  # label -> live? (room for more: see `alive`)
+        self._cat_code = np.zeros(0, dtype=np.int32)  # label -> category code, -1 for none
         self.cat_names: list[str] = []  # code -> category label
         self.cat_code_of: dict[str, int] = {}
 
@@ -49,18 +49,28 @@ class Catalogue:
         their `item_ids` and `categories` (what `live_entries` returned when saved)."""
         cat = cls()
         cat.item_ids = [None] * n_labels
-        cat.alive = np.zeros(n_labels, dtype=bool)
-        cat.cat_code = np.full(n_labels, -1, dtype=np.int32)
+        cat._alive = np.zeros(n_labels, dtype=bool)
+        cat._cat_code = np.full(n_labels, -1, dtype=np.int32)
         live = np.asarray(labels, dtype=np.int64)
         for lab, iid, name in zip(live.tolist(), item_ids, categories, strict=True):
             cat.item_ids[lab] = iid
             cat.label_of[iid] = lab
-            cat.cat_code[lab] = cat.code(name)
-        cat.alive[live] = True
+            cat._cat_code[lab] = cat.code(name)
+        cat._alive[live] = True
         return cat
 
     def __len__(self) -> int:
         return len(self.label_of)
+
+    @property
+    def alive(self) -> np.ndarray:
+        """label -> live? (a view: writes go through)."""
+        return self._alive[: len(self.item_ids)]
+
+    @property
+    def cat_code(self) -> np.ndarray:
+        """label -> category code, -1 for none (a view)."""
+        return self._cat_code[: len(self.item_ids)]
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self.label_of
@@ -134,10 +144,15 @@ class Catalogue:
         """Record new items (checked by `check_new`) under `next_labels(len(item_ids))`."""
         labels = self.next_labels(len(item_ids))
         codes = np.array([self.code(c) for c in categories], dtype=np.int32)
+        start, stop = len(self.item_ids), len(self.item_ids) + len(item_ids)
+        if stop > len(self._alive):  # room doubles: a catalogue added in chunks is copied O(log n) times, not per chunk
+            room = max(stop, 2 * len(self._alive))
+            self._alive = np.concatenate([self._alive[:start], np.zeros(room - start, dtype=bool)])
+            self._cat_code = np.concatenate([self._cat_code[:start], np.full(room - start, -1, dtype=np.int32)])
+        self._alive[start:stop] = True
+        self._cat_code[start:stop] = codes
         self.item_ids.extend(item_ids)
         self.label_of.update(zip(item_ids, labels.tolist(), strict=True))
-        self.alive = np.concatenate([self.alive, np.ones(len(item_ids), dtype=bool)])
-        self.cat_code = np.concatenate([self.cat_code, codes])
 
     def drop(self, item_ids: Iterable[str]) -> np.ndarray:
         """Mark items removed and return their labels; unknown ids raise UnknownIdError and

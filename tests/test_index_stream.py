@@ -206,3 +206,19 @@ def test_ivfpq_rows_spilled_to_disk_are_renamed_into_the_saved_index(emb, tmp_pa
     assert disk.vectors_of(["new"]).shape == (1, 8)
     disk.save(tmp_path / "ix")
     assert len(ItemIndex.load(tmp_path / "ix", emb)) == n + 1
+
+
+def test_the_catalogue_grows_its_label_arrays_by_doubling_not_per_chunk() -> None:
+    from llmint.index_labels import Catalogue
+
+    cat = Catalogue()
+    buffers = []  # kept alive, so no two distinct buffers share an id
+    for s in range(0, 5000, 10):
+        cat.append([f"i{j}" for j in range(s, s + 10)], ["A > x" if j % 2 else None for j in range(s, s + 10)])
+        buffers.append(cat._alive)
+    assert len({id(b) for b in buffers}) <= 10  # 500 chunks, about log2(500) copies
+    assert cat.alive.shape == cat.cat_code.shape == (5000,) and cat.alive.all()
+    dropped = cat.drop(["i3", "i4"])
+    assert dropped.tolist() == [3, 4] and not cat.alive[3] and len(cat) == 4998
+    assert cat.categories_of(["i5", "i6"]) == ["A > x", None]
+    assert cat.candidates("A > x").tolist() == [j for j in range(1, 5000, 2) if j != 3]
