@@ -77,6 +77,24 @@ TITLES = {
 }
 
 
+@pytest.fixture(scope="session")
+def _tiny_st():
+    """The tiny in-process sentence transformer of test_embed (StaticEmbedding, dim 8)."""
+    from test_embed import tiny_sentence_transformer
+
+    return tiny_sentence_transformer()
+
+
+@pytest.fixture
+def emb(_tiny_st):
+    """A fresh `Embedder` over a copy of the tiny sentence transformer."""
+    import copy
+
+    from llmint.embed import Embedder
+
+    return Embedder.from_model(copy.deepcopy(_tiny_st), "tiny")
+
+
 def shop(n_users: int = 12, length: int = 6, seed: int = 0) -> Dataset:
     """Shoppers walk the four categories in a cycle, reviewing now and then."""
     rng = np.random.default_rng(seed)

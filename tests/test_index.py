@@ -300,18 +300,6 @@ ITEMS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def _tiny_st():
-    from test_embed import tiny_sentence_transformer
-
-    return tiny_sentence_transformer()
-
-
-@pytest.fixture
-def emb(_tiny_st) -> Embedder:
-    return Embedder.from_model(copy.deepcopy(_tiny_st), "tiny")
-
-
 def test_search_text_and_mismatching_embedder_refused(emb, tmp_path) -> None:
     idx = ItemIndex.from_items(ITEMS, emb, FLAT, catalogue_version="c1")
     assert idx.search_text(["stapler"], 5, category="Office > Supplies")[0][0].item_id in {

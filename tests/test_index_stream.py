@@ -17,18 +17,6 @@ FLAT = IndexConfig(kind="flat", device="cpu")
 WORDS = "cordless phone corded paper printer ink pen pencil stapler desk chair office".split()
 
 
-@pytest.fixture(scope="module")
-def _tiny_st():
-    from test_embed import tiny_sentence_transformer
-
-    return tiny_sentence_transformer()
-
-
-@pytest.fixture
-def emb(_tiny_st) -> Embedder:
-    return Embedder.from_model(copy.deepcopy(_tiny_st), "tiny")
-
-
 def catalogue(n: int, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
     """n item ids, texts of 1-6 of WORDS, and categories, seeded."""
     rng = np.random.default_rng(seed)

@@ -66,11 +66,8 @@ class ParquetItems:
                     break
                 self.report.rows_read += 1
                 where = f"row {rows + j + 1}"
-                item = item_of(where, rec, sink)
+                item = item_of(where, rec, sink, seen=seen)
                 if item is None:
-                    continue
-                if item.item_id in seen:
-                    sink.bad(where, f"duplicate item_id {item.item_id!r}")
                     continue
                 seen.add(item.item_id)
                 self.item_ids.append(item.item_id)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -173,9 +173,9 @@ def _also_in(v: Any) -> tuple[tuple[str, ...], ...]:
     return tuple(dict.fromkeys(p for p in paths if p))
 
 
-def item_of(where: int | str, rec: dict[str, Any], sink: RowSink) -> Item | None:
+def item_of(where: int | str, rec: dict[str, Any], sink: RowSink, seen: Container[str] = ()) -> Item | None:
     """The `Item` of one record of an items file (see the module docstring), or None when the
-    row is bad: `sink` raises (strict) or counts it."""
+    row is bad (its id among the `seen` ones included): `sink` raises (strict) or counts it."""
     if "__error__" in rec:
         sink.bad(where, rec["__error__"])
         return None
@@ -186,9 +186,13 @@ def item_of(where: int | str, rec: dict[str, Any], sink: RowSink) -> Item | None
         return None
     attrs = tuple((k, s) for k, v in rec.items()
                   if k not in ITEM_COLUMNS and (s := to_str(v)) is not None)
-    return sink.build(where, Item, iid or "", to_str(rec.get("title")) or f"item {iid}",
+    item = sink.build(where, Item, iid or "", to_str(rec.get("title")) or f"item {iid}",
                       _category_path(rec.get("category_path")), brand=to_str(rec.get("brand")),
                       text=to_str(rec.get("text")), attributes=attrs, also_in=_also_in(rec.get("also_in")))
+    if item is not None and item.item_id in seen:
+        sink.bad(where, f"duplicate item_id {item.item_id!r}")
+        return None
+    return item
 
 
 def load_items_file(path: Path, *, strict: bool = True, reports: list[LoadReport] | None = None
@@ -204,11 +208,8 @@ def load_items_file(path: Path, *, strict: bool = True, reports: list[LoadReport
     items: dict[str, Item] = {}
     for where, rec in records:
         rep.rows_read += 1
-        item = item_of(where, rec, sink)
+        item = item_of(where, rec, sink, seen=items)
         if item is None:
-            continue
-        if item.item_id in items:
-            sink.bad(where, f"duplicate item_id {item.item_id!r}")
             continue
         items[item.item_id] = item
         rep.rows_kept += 1
