@@ -7,9 +7,9 @@
     python -m index.build --dataset instacart --out runs/index/instacart-pq --kind ivfpq --pq-m 48
 
 Loads the dataset (`llmint.loaders.load_dataset`) or the items file (`--items`: the
-item columns of `llmint.loaders.generic`; Parquet read a row group at a time by
-`llmint.loaders.catalogue`), embeds every item's text (`llmint.embed.item_text`, with
-a digest of its reviews where the dataset has review text) with a progress bar, builds
+item columns of `llmint.loaders.generic`; Parquet and JSONL read a group of rows at a
+time by `llmint.loaders.catalogue`), embeds every item's text (`llmint.embed.item_text`,
+with a digest of its reviews where the dataset has review text) with a progress bar, builds
 an `ItemIndex` and saves it to `--out` together with `build_config.json`, the resolved
 configuration of this run.
 Items are embedded and added a window at a time (`ItemIndex.from_texts`), so the
@@ -73,8 +73,8 @@ class BuildConfig:
     items: str | None = field(
         default=None,
         metadata={"help": "a catalogue file instead of a dataset: the item columns of llmint.loaders.generic "
-                          "(item_id, title, category_path, brand, text, ...); Parquet is read a row group at a "
-                          "time, so a catalogue of any size is never held as texts; CSV/JSONL are read whole. "
+                          "(item_id, title, category_path, brand, text, ...); Parquet and JSONL are read a group "
+                          "of rows at a time, so a catalogue of any size is never held as texts; CSV is read whole. "
                           "No review digests (there are no events)"},
     )
     embedder: str | None = field(
@@ -124,15 +124,15 @@ def load_catalogue(cfg: BuildConfig) -> Catalogue:
     """The catalogue of `cfg`: a dataset's items (with review digests) or an items file."""
     from llmint import loaders
     from llmint.embed import item_text, review_digests
-    from llmint.loaders.catalogue import ParquetItems
+    from llmint.loaders.catalogue import catalogue_file
     from llmint.loaders.generic import load_items_file
 
-    if cfg.items is not None and Path(cfg.items).suffix.lower() == ".parquet":
-        parquet = ParquetItems(cfg.items, limit=cfg.limit)
-        if not len(parquet):
+    if cfg.items is not None and Path(cfg.items).suffix.lower() in (".parquet", ".jsonl"):
+        streamed = catalogue_file(cfg.items, limit=cfg.limit)
+        if not len(streamed):
             raise DataError(f"{cfg.items} has no items to index")
-        return Catalogue(parquet.item_ids, parquet.texts(item_text), parquet.categories, parquet.version(),
-                         f"{cfg.items}: {len(parquet)} items, read a row group at a time")
+        return Catalogue(streamed.item_ids, streamed.texts(item_text), streamed.categories, streamed.version(),
+                         f"{cfg.items}: {len(streamed)} items, read a group of rows at a time")
     if cfg.items is not None:
         items = list(load_items_file(Path(cfg.items)).values())
         digests: dict[str, str] = {}

@@ -1,5 +1,6 @@
-"""A catalogue file as the index's source: `ParquetItems` (row groups read on demand) and
-`python -m index.build --items FILE`, checked against the whole-file items loader."""
+"""A catalogue file as the index's source: `ParquetItems` and `JsonlItems` (groups of rows
+read on demand) and `python -m index.build --items FILE`, checked against the whole-file
+items loader."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import llmint.loaders.catalogue as catalogue_mod
 from llmint.embed import item_text, load_embedder
 from llmint.errors import DataError
 from llmint.index import ItemIndex
-from llmint.loaders.catalogue import ParquetItems
+from llmint.loaders.catalogue import JsonlItems, ParquetItems, catalogue_file
 from llmint.loaders.generic import load_items_file
 
 WORDS = "cordless phone corded paper printer ink pen pencil stapler desk chair office".split()
@@ -36,6 +38,11 @@ def rows(n: int, seed: int = 0) -> list[dict]:
 
 def write(path: Path, records: list[dict], row_group_size: int) -> Path:
     pq.write_table(pa.Table.from_pylist(records), path, row_group_size=row_group_size)
+    return path
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
 
 
@@ -108,8 +115,7 @@ def test_index_build_from_an_items_file_equals_the_index_of_its_items(
     if suffix == ".parquet":
         path = write(tmp_path / "cat.parquet", recs, row_group_size=2500)
     else:
-        path = tmp_path / "cat.jsonl"
-        path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+        path = write_jsonl(tmp_path / "cat.jsonl", recs)
     ivf = ["--kind", "ivfpq", "--pq-m", "4", "--ivf-nlist", "16", "--train-max", "10000"]
     out = build.cli(["--items", str(path), "--out", str(tmp_path / "ix"), "--embedder", str(embedder_dir), *ivf])
     emb = load_embedder(embedder_dir)
@@ -122,7 +128,7 @@ def test_index_build_from_an_items_file_equals_the_index_of_its_items(
     assert len(hits) == 5 and all(items[h.item_id].category_path == ("Furniture",) for h in hits)
     resolved = json.loads((out / "build_config.json").read_text())
     assert resolved["items"] == str(path) and resolved["dataset"] is None
-    assert idx.catalogue_version.startswith("file:") == (suffix == ".parquet")
+    assert idx.catalogue_version.startswith("file:")
 
 
 def test_index_build_takes_exactly_one_source(embedder_dir, tmp_path, capsys) -> None:
@@ -140,3 +146,45 @@ def test_index_build_takes_exactly_one_source(embedder_dir, tmp_path, capsys) ->
     assert e.value.code == 1
     err = capsys.readouterr().err
     assert "bad.parquet: row 1" in err and "Traceback" not in err
+
+
+def test_jsonl_items_match_the_whole_file_loader_a_group_of_lines_at_a_time(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(catalogue_mod, "GROUP_LINES", 100)
+    recs = rows(1000)
+    body = "\ufeff" + "".join(json.dumps(r) + "\n" + ("\n" if j % 97 == 0 else "") for j, r in enumerate(recs))
+    path = tmp_path / "cat.jsonl"
+    path.write_text(body, encoding="utf-8")
+    whole = load_items_file(path)
+    got = catalogue_file(path)
+    assert isinstance(got, JsonlItems) and got.item_ids == list(whole)
+    assert got.categories == [it.category_path or None for it in whole.values()]
+    reads: list[int] = []
+    records = JsonlItems._records
+    monkeypatch.setattr(JsonlItems, "_records", lambda self, g: reads.append(g) or records(self, g))
+    texts = got.texts(item_text)
+    assert texts[:] == [item_text(it) for it in whole.values()]
+    assert reads == list(range(len(got._kept))) and len(reads) == 11  # 1,011 lines, 100 a group
+    assert JsonlItems(path, limit=250).item_ids == list(whole)[:250]
+
+
+def test_jsonl_bad_bytes_and_rows_strict_name_the_line_lenient_repair_or_skip(tmp_path) -> None:
+    recs = rows(40)
+    lines = [json.dumps(r).encode() for r in recs]
+    lines[5] = lines[5].replace(b'"title": "', b'"title": "caf\xe9 ')  # latin-1, not UTF-8
+    lines[9] = b'[1, 2]'
+    lines[12] = b'{"item_id": "p12", "title": "\\ud800 x"}'  # a lone surrogate escape
+    lines[20] = b'{"item_id": '
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(DataError, match=r"bad\.jsonl: line 6 .*not valid UTF-8"):
+        JsonlItems(path)
+    got = JsonlItems(path, strict=False)
+    want = load_items_file(path, strict=False)
+    assert got.item_ids == list(want) and len(got) == 38 and got.report.n_skipped == 2
+    assert got.repaired == ["bad.jsonl: line 6", "bad.jsonl: line 13"]
+    assert got.texts(item_text)[:] == [item_text(it) for it in want.values()]
+    (tmp_path / "noid.jsonl").write_text('{"title": "x"}\n')
+    with pytest.raises(DataError, match="missing column 'item_id'"):
+        JsonlItems(tmp_path / "noid.jsonl")
+    with pytest.raises(DataError, match="must be .parquet or .jsonl"):
+        catalogue_file(tmp_path / "cat.csv")

@@ -1,14 +1,18 @@
-"""A large catalogue from a Parquet items file, read a row group at a time.
+"""A large catalogue from a Parquet or JSONL items file, read a group of rows at a time.
 
-`ParquetItems(path)` reads every row once and checks it as `load_items_file` does (the
-item columns of `llmint.loaders.generic`; strict: DataError naming the row, non-strict:
-the row skipped and counted in `report`), but keeps only the item ids and category paths.
-`texts(text_of)` is a sequence of the items' texts (`llmint.embed.item_text` for an index)
-that reads them again a row group at a time as it is indexed, keeping one group in memory: a
-100M-row catalogue is never held as `Item`s or texts. Read in order (or in sorted order,
-as an IVF-PQ training sample is), each group is read once per pass.
+`catalogue_file(path)` opens one: `ParquetItems` reads a Parquet file a row group at a
+time, `JsonlItems` a JSONL file `GROUP_LINES` lines at a time (seeking back to a group's
+byte offset). Either reads every row once and checks it as `load_items_file` does (the
+item columns of `llmint.loaders.generic`; strict: DataError naming the row or line,
+non-strict: the row skipped and counted in `report`), but keeps only the item ids and
+category paths (one tuple per distinct path). `texts(text_of)` is a sequence of the items'
+texts (`llmint.embed.item_text` for an index) that reads them again a group at a time as
+it is indexed, keeping one group in memory: a 100M-row catalogue is never held as `Item`s
+or texts. Read in order (or in sorted order, as an IVF-PQ training sample is), each group
+is read once per pass. CSV has no such reader (a quoted field may span lines): it is read
+whole by `load_items_file`.
 
-`version` fingerprints the file's bytes, so an index built from it says which catalogue
+`version()` fingerprints the file's bytes, so an index built from it says which catalogue
 it is. This module knows nothing about models or indexes; pyarrow is imported inside.
 """
 
@@ -16,56 +20,51 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
 from ..errors import DataError
 from ..schema import Item, LoadReport
 from ._common import RowSink
-from .generic import item_of
+from .generic import _parse_line, item_of
+
+GROUP_LINES = 8192  # JSONL lines per group (Parquet files bring their own row groups)
+Record = tuple[int | str, dict[str, Any]]  # (line number or "row N", the row's fields)
 
 
-class ParquetItems:
-    """The items of a Parquet file: ids and categories in memory, texts read back on demand."""
+class StreamedItems:
+    """An items file's ids and categories in memory, its texts read back a group at a time.
+
+    Subclasses give `_scan()`, the file's groups of records in order (read once, at start),
+    and `_records(g)`, group g's records again.
+    """
 
     def __init__(self, path: str | Path, *, strict: bool = True, limit: int = 0) -> None:
         """Read and check `path`; `limit` > 0 keeps only the first `limit` good items."""
         self.path = Path(path)
-        if self.path.suffix.lower() != ".parquet":
-            raise DataError(f"{self.path}: expected a .parquet items file")
         if not self.path.is_file():
             raise DataError(f"{self.path}: no such file")
-        try:
-            import pyarrow.parquet as pq
-
-            self._file = pq.ParquetFile(self.path)
-        except Exception as err:  # pyarrow raises several types for a broken file
-            raise DataError(f"{self.path}: cannot read as Parquet: {err}") from err
-        columns = self._file.schema_arrow.names
-        if "item_id" not in columns:
-            raise DataError(f"{self.path}: missing column 'item_id'; the columns are {columns}")
+        self.strict = strict
         self.report = LoadReport(source=self.path.name)
+        self.repaired: list[str] = []  # places whose text was repaired (non-strict), as the loaders report
         self.item_ids: list[str] = []
         self.categories: list[tuple[str, ...] | None] = []  # None: no category
-        self._kept: list[list[int]] = []  # per row group: its rows (within the group) that were kept
-        self._starts: list[int] = []  # per row group: the index of its first kept item
-        self._rows_before: list[int] = []  # per row group: the file rows before it
+        self._kept: list[list[int]] = []  # per group: its records (by position) that were kept
+        self._starts: list[int] = []  # per group: the index of its first kept item
+        self._open()
         sink = RowSink(self.path, self.report, strict=strict)
         seen: set[str] = set()
         paths: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct path, shared by its items
-        rows = 0
-        for g in range(self._file.num_row_groups):
+        for records in self._scan():
             if limit and len(self.item_ids) >= limit:
                 break
             kept = []
             self._starts.append(len(self.item_ids))
-            self._rows_before.append(rows)
-            for j, rec in enumerate(self._records(g)):
+            for j, (where, rec) in enumerate(records):
                 if limit and len(self.item_ids) >= limit:
                     break
                 self.report.rows_read += 1
-                where = f"row {rows + j + 1}"
                 item = item_of(where, rec, sink, seen=seen)
                 if item is None:
                     continue
@@ -74,32 +73,35 @@ class ParquetItems:
                 self.categories.append(paths.setdefault(item.category_path, item.category_path) or None)
                 kept.append(j)
             self._kept.append(kept)
-            rows += self._file.metadata.row_group(g).num_rows
         self.report.rows_kept = len(self.item_ids)
+
+    def _open(self) -> None:
+        """Check the file can be read as this kind; set up what `_scan` needs."""
+
+    def _scan(self) -> Iterator[list[Record]]:
+        raise NotImplementedError
+
+    def _records(self, group: int) -> list[Record]:
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return len(self.item_ids)
 
-    def _records(self, group: int) -> list[dict[str, Any]]:
-        try:
-            return self._file.read_row_group(group).to_pylist()
-        except Exception as err:  # noqa: BLE001 - a broken page is the file's fault: say where
-            raise DataError(f"{self.path}: row group {group}: cannot read: {err}") from err
-
     def group_items(self, group: int) -> list[Item]:
-        """The kept items of row `group`, read again from the file (they passed the first read)."""
+        """The kept items of `group`, read again from the file (they passed the first read)."""
         sink = RowSink(self.path, LoadReport(source=self.path.name), strict=True)
         recs = self._records(group)
         items = []
         for j in self._kept[group]:
-            item = item_of(f"row {self._rows_before[group] + j + 1}", recs[j], sink)
-            if item is None:  # pragma: no cover - strict sink raises instead
-                raise DataError(f"{self.path}: row {self._rows_before[group] + j + 1} changed since it was read")
+            where, rec = recs[j]
+            item = item_of(where, rec, sink)
+            if item is None:  # pragma: no cover - a strict sink raises instead
+                raise DataError(f"{self.path}: {where} changed since it was read")
             items.append(item)
         return items
 
     def texts(self, text_of: Callable[[Item], str]) -> Sequence[str]:
-        """`text_of(item)` of each kept item, in order, read a row group at a time."""
+        """`text_of(item)` of each kept item, in order, read a group at a time."""
         return _Texts(self, text_of)
 
     def version(self) -> str:
@@ -111,13 +113,134 @@ class ParquetItems:
         return "file:" + h.hexdigest()[:16]
 
     def __repr__(self) -> str:
-        return f"ParquetItems({str(self.path)!r}, items={len(self)}, row_groups={len(self._kept)})"
+        return f"{type(self).__name__}({str(self.path)!r}, items={len(self)}, groups={len(self._kept)})"
+
+
+class ParquetItems(StreamedItems):
+    """The items of a Parquet file, read a row group at a time."""
+
+    def _open(self) -> None:
+        if self.path.suffix.lower() != ".parquet":
+            raise DataError(f"{self.path}: expected a .parquet items file")
+        try:
+            import pyarrow.parquet as pq
+
+            self._file = pq.ParquetFile(self.path)
+        except Exception as err:  # pyarrow raises several types for a broken file
+            raise DataError(f"{self.path}: cannot read as Parquet: {err}") from err
+        columns = self._file.schema_arrow.names
+        if "item_id" not in columns:
+            raise DataError(f"{self.path}: missing column 'item_id'; the columns are {columns}")
+        meta = self._file.metadata
+        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        self._rows_before = [sum(sizes[:g]) for g in range(len(sizes))]
+
+    def _scan(self) -> Iterator[list[Record]]:
+        for g in range(self._file.num_row_groups):
+            yield self._records(g)
+
+    def _records(self, group: int) -> list[Record]:
+        try:
+            rows = self._file.read_row_group(group).to_pylist()
+        except Exception as err:  # noqa: BLE001 - a broken page is the file's fault: say where
+            raise DataError(f"{self.path}: row group {group}: cannot read: {err}") from err
+        first = self._rows_before[group] + 1
+        return [(f"row {first + j}", rec) for j, rec in enumerate(rows)]
+
+
+class JsonlItems(StreamedItems):
+    """The items of a JSONL file, read `GROUP_LINES` lines at a time.
+
+    Lines are decoded one at a time: strict, a non-UTF-8 byte or a lone surrogate escape
+    raises DataError naming the line; non-strict, it is replaced by U+FFFD and the line is
+    listed in `repaired` (as `load_items_file` reports it). Blank lines are skipped.
+    """
+
+    def _open(self) -> None:
+        if self.path.suffix.lower() != ".jsonl":
+            raise DataError(f"{self.path}: expected a .jsonl items file")
+        self._groups: list[tuple[int, int, int]] = []  # per group: byte offset, first line number, lines
+
+    def _scan(self) -> Iterator[list[Record]]:
+        line = 1
+        with self.path.open("rb") as f:
+            while True:
+                offset = f.tell()
+                records, n_lines = self._read(f, line)
+                if not n_lines:
+                    return
+                if line == 1:  # the column check of load_items_file: the fields of the first 100 records
+                    columns = {k: None for _, rec in records[:100] if "__error__" not in rec for k in rec}
+                    if columns and "item_id" not in columns:
+                        raise DataError(f"{self.path}: missing column 'item_id'; the columns are {list(columns)}")
+                self._groups.append((offset, line, n_lines))
+                line += n_lines
+                yield records
+
+    def _records(self, group: int) -> list[Record]:
+        offset, first, n_lines = self._groups[group]
+        with self.path.open("rb") as f:
+            f.seek(offset)
+            return self._read(f, first, n_lines, report=False)[0]
+
+    def _read(self, f: Any, first: int, n_lines: int | None = None, report: bool = True
+              ) -> tuple[list[Record], int]:
+        """The records of the next `n_lines` (None: `GROUP_LINES`) lines of `f` (the first
+        numbered `first`), and how many lines were read (0 at the end of the file)."""
+        n_lines = GROUP_LINES if n_lines is None else n_lines
+        records: list[Record] = []
+        read = 0
+        while read < n_lines:
+            raw = f.readline()
+            if not raw:
+                break
+            line = first + read
+            read += 1
+            text = self._decode(raw, line, report)
+            if not text.strip():
+                continue
+            rec, problem, scrubbed = _parse_line(text)
+            if scrubbed:
+                if self.strict:
+                    raise DataError(f"{self.path}: line {line}: a \\u escape gives a lone surrogate "
+                                    "(\\ud800-\\udfff), which is not Unicode text; fix the file or load with "
+                                    "strict=False to replace it by U+FFFD")
+                if report:
+                    self.repaired.append(f"{self.path.name}: line {line}")
+            if problem is None and not isinstance(rec, dict):
+                problem = f"expected a JSON object, got {type(rec).__name__}"
+            records.append((line, {"__error__": problem} if problem is not None else rec))
+        return records, read
+
+    def _decode(self, raw: bytes, line: int, report: bool) -> str:
+        if line == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            if self.strict:
+                raise DataError(
+                    f"{self.path}: line {line} (byte {err.start} of the line) is not valid UTF-8: "
+                    f"{raw[err.start:err.end]!r}; re-encode the file as UTF-8 or load with strict=False "
+                    "to replace bad bytes") from None
+            if report:
+                self.repaired.append(f"{self.path.name}: line {line}")
+            return raw.decode("utf-8", errors="replace")
+
+
+def catalogue_file(path: str | Path, *, strict: bool = True, limit: int = 0) -> StreamedItems:
+    """The streamed reader of a .parquet or .jsonl items file (DataError for another kind)."""
+    suffix = Path(path).suffix.lower()
+    readers = {".parquet": ParquetItems, ".jsonl": JsonlItems}
+    if suffix not in readers:
+        raise DataError(f"{path}: a catalogue read a group at a time must be .parquet or .jsonl, not {suffix!r}")
+    return readers[suffix](path, strict=strict, limit=limit)
 
 
 class _Texts(Sequence[str]):
-    """`text_of` each kept item of a `ParquetItems`, one row group cached at a time."""
+    """`text_of` each kept item of a `StreamedItems`, one group cached at a time."""
 
-    def __init__(self, items: ParquetItems, text_of: Callable[[Item], str]) -> None:
+    def __init__(self, items: StreamedItems, text_of: Callable[[Item], str]) -> None:
         self._items = items
         self._text_of = text_of
         self._group = -1
@@ -146,4 +269,4 @@ class _Texts(Sequence[str]):
         return self._texts[i - starts[group]]
 
 
-__all__ = ["ParquetItems"]
+__all__ = ["GROUP_LINES", "JsonlItems", "ParquetItems", "StreamedItems", "catalogue_file"]
