@@ -110,7 +110,7 @@ class BuildConfig:
 
 
 @dataclass
-class Catalogue:
+class Source:
     """What an index is built from: item ids, their texts and categories, and a version."""
 
     item_ids: Sequence[str]
@@ -120,7 +120,7 @@ class Catalogue:
     described: str  # for the log: where it came from, how many items
 
 
-def load_catalogue(cfg: BuildConfig) -> Catalogue:
+def load_source(cfg: BuildConfig) -> Source:
     """The catalogue of `cfg`: a dataset's items (with review digests) or an items file."""
     from llmint import loaders
     from llmint.embed import item_text, review_digests
@@ -131,7 +131,7 @@ def load_catalogue(cfg: BuildConfig) -> Catalogue:
         streamed = catalogue_file(cfg.items, limit=cfg.limit)
         if not len(streamed):
             raise DataError(f"{cfg.items} has no items to index")
-        return Catalogue(streamed.item_ids, streamed.texts(item_text), streamed.categories, streamed.version(),
+        return Source(streamed.item_ids, streamed.texts(item_text), streamed.categories, streamed.version(),
                          f"{cfg.items}: {len(streamed)} items, read a group of rows at a time")
     if cfg.items is not None:
         items = list(load_items_file(Path(cfg.items)).values())
@@ -147,7 +147,7 @@ def load_catalogue(cfg: BuildConfig) -> Catalogue:
     if not items:
         raise DataError(f"{name} has no items to index")
     texts = [item_text(it, digests.get(it.item_id)) for it in items]
-    return Catalogue(
+    return Source(
         [it.item_id for it in items],
         texts,
         [it.category_path or None for it in items],
@@ -162,23 +162,23 @@ def main(cfg: BuildConfig) -> Path:
     from llmint.index import SPILL, ItemIndex
 
     t0 = time.perf_counter()
-    cat = load_catalogue(cfg)
-    logger.info("%s, loaded in %.1fs", cat.described, time.perf_counter() - t0)
+    src = load_source(cfg)
+    logger.info("%s, loaded in %.1fs", src.described, time.perf_counter() - t0)
 
     embedder = load_embedder(cfg.embedder, device=cfg.embed_device, dtype=cfg.embed_dtype)
-    check_index_plan(cfg.index, len(cat.item_ids), embedder.dim)  # before the slow encoding
+    check_index_plan(cfg.index, len(src.item_ids), embedder.dim)  # before the slow encoding
     t1 = time.perf_counter()
     spill = Path(cfg.out) / SPILL  # IVF-PQ's float16 rows go to disk as they are made
     try:
         index = ItemIndex.from_texts(  # a window of vectors at a time, never all of them
-            cat.item_ids,
-            cat.texts,
-            cat.categories,
+            src.item_ids,
+            src.texts,
+            src.categories,
             embedder,
             cfg.index,
             batch_size=cfg.batch_size,
             show_progress=True,
-            catalogue_version=cat.version,
+            catalogue_version=src.version,
             spill_dir=cfg.out,
         )
         out = index.save(cfg.out)
