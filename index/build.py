@@ -132,7 +132,7 @@ def load_source(cfg: BuildConfig) -> Source:
         if not len(streamed):
             raise DataError(f"{cfg.items} has no items to index")
         return Source(streamed.item_ids, streamed.texts(item_text), streamed.categories, streamed.version(),
-                         f"{cfg.items}: {len(streamed)} items, read a group of rows at a time")
+                      f"{cfg.items}: {len(streamed)} items, read a group of rows at a time")
     if cfg.items is not None:
         items = list(load_items_file(Path(cfg.items)).values())
         digests: dict[str, str] = {}

@@ -125,9 +125,10 @@ class HalfVectors:
 
     The rows loaded from `vectors.f16.npy` stay a read-only memory map; rows appended
     later live in an in-memory tail whose capacity doubles, so `append` never copies the
-    mapped rows. `get` returns float32. `copy.deepcopy` shares the mapped rows (nothing
-    writes to them) and copies only the tail, so copying a loaded 100M-item index does not
-    read 77 GB into RAM; `pickle` still carries every row (a pickle must stand alone).
+    mapped rows (`reserve` sizes the tail up front, in a file when asked: a build's).
+    `get` returns float32. `copy.deepcopy` shares the mapped rows (nothing writes to them)
+    and copies only the tail, so copying a loaded 100M-item index does not read 77 GB into
+    RAM; `pickle` still carries every row (a pickle must stand alone).
     """
 
     def __init__(self, dim: int, base: np.ndarray | None = None) -> None:
