@@ -262,9 +262,11 @@ class ItemIndex:
             for start in range(0, n, step):
                 rows = np.arange(start, min(start + step, n))
                 vecs = np.empty((len(rows), dim), np.float32)
-                known = np.isin(rows, sample)  # embedded already, to train IVF-PQ
-                if train is not None and known.any():
-                    vecs[known] = train[np.searchsorted(sample, rows[known])]
+                lo, hi = np.searchsorted(sample, [rows[0], rows[-1] + 1])  # sorted: the window's sample rows
+                known = np.zeros(len(rows), dtype=bool)  # embedded already, to train IVF-PQ
+                known[sample[lo:hi] - start] = True
+                if hi > lo:  # (np.isin here took 2.2 s a window against a 2.6M-row sample)
+                    vecs[known] = train[lo:hi]
                 if not known.all():
                     vecs[~known] = embedder.encode(
                         [texts[i] for i in rows[~known]], batch_size, progress=bar.update
