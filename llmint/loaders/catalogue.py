@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -133,7 +134,7 @@ class ParquetItems(StreamedItems):
             raise DataError(f"{self.path}: missing column 'item_id'; the columns are {columns}")
         meta = self._file.metadata
         sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-        self._rows_before = [sum(sizes[:g]) for g in range(len(sizes))]
+        self._rows_before = [0, *itertools.accumulate(sizes)][:-1]  # per group: the file rows before it
 
     def _scan(self) -> Iterator[list[Record]]:
         for g in range(self._file.num_row_groups):
