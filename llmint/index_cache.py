@@ -18,14 +18,14 @@ atomically, so a process loading meanwhile never reads half a file).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
+from .index_ids import Mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +47,12 @@ def service_version(items: Mapping[str, Any]) -> str:
     return SERVICE_PREFIX + catalogue_fingerprint((iid, item_text(it)) for iid, it in items.items())
 
 
-def stale_reason(meta: Mapping[str, Any], item_ids: set[str], version: str, embedder: Any) -> str | None:
+def stale_reason(meta: Mapping[str, Any], item_ids: set[str], version: str, embedder: Any,
+                 saved_ids: Callable[[], Iterable[str]] | None = None) -> str | None:
     """Why the saved index described by `meta` (its meta.json) cannot serve the catalogue of `item_ids`,
-    whose service version is `version`, with `embedder`; None when it can. A prebuilt index's
-    embedder is left to `ItemIndex.load`, which refuses another."""
+    whose service version is `version`, with `embedder`; None when it can. `saved_ids()`: the ids it
+    indexes, read only for an index built beforehand, whose embedder is left to `ItemIndex.load`
+    (None: the ids inside a format v1 meta.json)."""
     saved = str(meta.get("catalogue_version") or "")
     if saved.startswith(SERVICE_PREFIX):
         if saved != version:
@@ -59,7 +61,7 @@ def stale_reason(meta: Mapping[str, Any], item_ids: set[str], version: str, embe
         if (emb.get("name"), emb.get("sha256")) != (embedder.name, embedder.sha256):
             return f"was built with embedder {emb.get('name')!r}, not {embedder.name!r}"
         return None
-    have = set(meta.get("item_ids", ()))
+    have = set(meta.get("item_ids", ()) if saved_ids is None else saved_ids())
     if have != item_ids:
         return (f"indexes {len(have)} items, {len(have - item_ids)} of them not in the catalogue, "
                 f"and misses {len(item_ids - have)} of its {len(item_ids)}")
@@ -72,18 +74,23 @@ def load_or_build(folder: Path | None, items: Mapping[str, Any], embedder: Any, 
     matches them (see the module), else built (`IndexConfig` `cfg`, default when None) and saved there.
     `folder` None: built, not saved. `build=False`: a missing or stale index raises ModelError."""
     from .index import ItemIndex
-    from .index_io import load_index
+    from .index_io import load_index, read_meta, saved_item_ids
 
     version = service_version(items)
-    meta_path = None if folder is None else folder / "meta.json"
-    if meta_path is not None and meta_path.is_file():
+    if folder is not None and (folder / "meta.json").is_file():
+        meta = read_meta(folder)
+        ids: list[str] = []
+
+        def saved_ids() -> list[str]:
+            ids.extend(saved_item_ids(folder, meta))
+            return ids
+
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ModelError(f"{meta_path}: cannot read the saved index ({err})") from err
-        why = stale_reason(meta, set(items), version, embedder)
-        if why is None:  # the meta.json just read, not read again (a large catalogue's is large)
-            return load_index(ItemIndex, folder, embedder, meta)
+            why = stale_reason(meta, set(items), version, embedder, saved_ids)
+            if why is None:  # what was just read is not read again (a large catalogue's ids are large)
+                return load_index(ItemIndex, folder, embedder, meta, ids or None)
+        except Mismatch as err:  # two processes saved different catalogues here at once
+            why = f"mixes the files of two saves ({err})"
         if not build:
             raise ModelError(f"the saved index in {folder} {why}, and build_index=False")
         logger.warning("the saved index in %s %s: rebuilding it", folder, why)

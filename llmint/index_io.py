@@ -1,12 +1,14 @@
-"""Save and load an `ItemIndex`: `index.faiss` plus `meta.json` in one folder.
+"""Save and load an `ItemIndex`: `index.faiss`, `meta.json` and the catalogue's `items.ids` and `items.npz`.
 
 An IVF-PQ index also writes `vectors.f16.npy`: its exact vectors as float16 rows
 indexed by label (`llmint.index_ivfpq.HalfVectors`, removed items' rows included),
 read back memory-mapped so a 100M x 384 file (77 GB) need not fit in RAM.
 
-`meta.json` (sorted keys) holds the format tag, item ids with their labels and
-categories, the embedder's name and sha256, dim, index kind, build time,
-catalogue version and the index config. Loading refuses (ModelError) an
+`meta.json` (sorted keys) holds the format, the item files' digests, the category names, the
+embedder's name and sha256, dim, index kind, build time, catalogue version and the index
+config; the item ids, labels and category codes are in their own files
+(`llmint.index_ids`), so a 100M-item catalogue is never one JSON document. Format v1
+folders, ids inside meta.json, are still read. Loading refuses (ModelError) an
 embedder whose name or sha256 differs from the one the index was built with,
 and warns about, then skips, config keys it does not know. Per-category caches
 and sub-indexes are not saved: they are rebuilt on first use (or `prepare_categories`).
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 from .errors import ModelError
 from .index_config import IndexConfig, import_faiss
 from .index_faiss import wants_gpu
+from .index_ids import ENTRIES, IDS, Mismatch, read_entries, read_ids, write_entries, write_ids
 from .index_ivfpq import HalfVectors
 from .index_labels import Catalogue
 
@@ -34,13 +37,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "llmint-index v1"
+FORMAT = "llmint-index v2"
+FORMAT_V1 = "llmint-index v1"  # ids, labels and categories inside meta.json; still read
 VECTORS = "vectors.f16.npy"
 
 
 def save_index(idx: ItemIndex, folder: Path) -> Path:
-    """Write `idx` to `folder` (created if needed); index.faiss and meta.json are each replaced
-    atomically (written beside, then renamed), so a reader never sees half a file."""
+    """Write `idx` to `folder` (created if needed). Each file is written beside and renamed
+    (a reader never sees half a file): index.faiss, the float16 rows, items.ids and items.npz,
+    then meta.json last, which records the item files' digests."""
     folder.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:12]  # two writers (processes or threads) never share a temporary file
     tmp_index = folder / f"index.faiss.{tag}.tmp"
@@ -48,9 +53,12 @@ def save_index(idx: ItemIndex, folder: Path) -> Path:
     tmp_index.replace(folder / "index.faiss")
     if idx._exact is not None:
         idx._exact.save(folder / VECTORS)
-    live, item_ids, categories = idx._catalogue.live_entries()
+    cat = idx._catalogue
+    live, item_ids, codes = cat.live_entries()
+    files = {"ids": write_ids(folder / IDS, item_ids), "entries": write_entries(folder / ENTRIES, live, codes)}
     meta = {
         "format": FORMAT,
+        "item_files": files,
         "kind": idx.kind,
         "dim": idx.dim,
         "n_items": len(live),
@@ -59,15 +67,55 @@ def save_index(idx: ItemIndex, folder: Path) -> Path:
         "build_time_utc": idx.build_time_utc,
         "catalogue_version": idx.catalogue_version,
         "config": asdict(idx.cfg),
-        "next_label": idx._catalogue.n_labels,
-        "labels": live.tolist(),
-        "item_ids": item_ids,
-        "categories": categories,
+        "next_label": cat.n_labels,
+        "category_names": cat.cat_names,
     }
     tmp = folder / f"meta.json.{tag}.tmp"
-    tmp.write_text(json.dumps(meta, sort_keys=True, ensure_ascii=False))
+    tmp.write_text(json.dumps(meta, sort_keys=True, ensure_ascii=False), encoding="utf-8")
     tmp.replace(folder / "meta.json")
     return folder
+
+
+def read_meta(folder: Path) -> dict:
+    """The parsed meta.json of the index in `folder`: ModelError when there is none, it
+    cannot be read, or its format is not one this version reads."""
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        raise ModelError(f"{folder} holds no saved index (needs meta.json and index.faiss)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelError(f"{meta_path}: cannot read the saved index ({err})") from err
+    if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, FORMAT_V1):
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise ModelError(f"{meta_path}: format {fmt!r}; expected {FORMAT!r} (or {FORMAT_V1!r})")
+    if not (folder / "index.faiss").is_file():
+        raise ModelError(f"{folder} holds no saved index (needs meta.json and index.faiss)")
+    return meta
+
+
+def saved_item_ids(folder: Path, meta: dict) -> list[str]:
+    """The live item ids of the index in `folder` whose meta.json is `meta`, in label order."""
+    if meta["format"] == FORMAT_V1:
+        return list(meta["item_ids"])
+    return read_ids(folder / IDS, meta["item_files"]["ids"], int(meta["n_items"]))
+
+
+def saved_catalogue(folder: Path, meta: dict, item_ids: list[str] | None = None) -> Catalogue:
+    """The `Catalogue` saved in `folder` beside `meta`; `item_ids` when already read."""
+    n = int(meta["next_label"])
+    try:
+        if meta["format"] == FORMAT_V1:  # categories by name, item by item
+            names = list(dict.fromkeys(c for c in meta["categories"] if c is not None))
+            code_of = {c: i for i, c in enumerate(names)}
+            codes = [-1 if c is None else code_of[c] for c in meta["categories"]]
+            return Catalogue.restore(n, meta["labels"], meta["item_ids"], codes, names)
+        labels, codes = read_entries(folder / ENTRIES, meta["item_files"]["entries"], int(meta["n_items"]))
+        if item_ids is None:
+            item_ids = saved_item_ids(folder, meta)
+        return Catalogue.restore(n, labels, item_ids, codes, meta["category_names"])
+    except ValueError as err:
+        raise ModelError(f"{folder}: the saved catalogue is inconsistent: {err}") from err
 
 
 def check_embedder(meta: dict, embedder: Embedder, where: Path) -> None:
@@ -86,19 +134,36 @@ def check_embedder(meta: dict, embedder: Embedder, where: Path) -> None:
         raise ModelError(f"{where} has dim {meta['dim']} but the embedder gives {embedder.dim}")
 
 
-def load_index(cls: type[ItemIndex], folder: Path, embedder: Embedder | None, meta: dict | None = None) -> ItemIndex:
-    """Read the index in `folder`; `embedder`, when given, must match the recorded one. `meta`: its
-    meta.json already parsed (`llmint.index_cache` reads it first), or None to read it here."""
-    meta_path, index_path = folder / "meta.json", folder / "index.faiss"
-    if not meta_path.is_file() or not index_path.is_file():
-        raise ModelError(f"{folder} holds no saved index (needs meta.json and index.faiss)")
-    if meta is None:
-        meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ModelError(f"{meta_path}: format {meta.get('format')!r}; expected {FORMAT!r}")
+def load_index(
+    cls: type[ItemIndex],
+    folder: Path,
+    embedder: Embedder | None,
+    meta: dict | None = None,
+    item_ids: list[str] | None = None,
+) -> ItemIndex:
+    """Read the index in `folder`; `embedder`, when given, must match the recorded one. `meta`
+    (its meta.json, from `read_meta`) and `item_ids` (`saved_item_ids`): when already read
+    (`llmint.index_cache` reads them first), else None to read them here. A save that lands
+    while this reads (`Mismatch`) is read again, once."""
+    for attempt in (0, 1):
+        meta = read_meta(folder) if meta is None else meta
+        try:
+            return _load(cls, folder, embedder, meta, item_ids)
+        except Mismatch:
+            if attempt:
+                raise
+            logger.info("the index in %s was saved again while being read: reading it again", folder)
+            meta = item_ids = None
+    raise AssertionError("unreachable")
+
+
+def _load(cls: type[ItemIndex], folder: Path, embedder: Embedder | None, meta: dict,
+          item_ids: list[str] | None) -> ItemIndex:
     if embedder is not None:
         check_embedder(meta, embedder, folder)
+    index_path = folder / "index.faiss"
     cfg = IndexConfig.from_dict(meta.get("config", {}), strict=False)
+    catalogue = saved_catalogue(folder, meta, item_ids)
     index = import_faiss().read_index(str(index_path))
     if index.d != meta["dim"]:
         raise ModelError(f"{index_path} has dim {index.d} but meta.json says {meta['dim']}")
@@ -112,8 +177,8 @@ def load_index(cls: type[ItemIndex], folder: Path, embedder: Embedder | None, me
         meta.get("catalogue_version", ""),
         meta.get("build_time_utc", ""),
     )
-    n = int(meta["next_label"])
-    idx._catalogue = Catalogue.restore(n, meta["labels"], meta["item_ids"], meta["categories"])
+    n = catalogue.n_labels
+    idx._catalogue = catalogue
     if idx.kind == "ivfpq":
         if not (folder / VECTORS).is_file():
             raise ModelError(f"{folder} holds an IVF-PQ index but no {VECTORS}")

@@ -83,7 +83,7 @@ def test_cli_builds_ivfpq_with_the_given_parameters(gen_dataset, embedder_dir, t
     out = build.cli(argv(tmp_path / "ix", embedder_dir, "--kind", "ivfpq", *extra))
     assert out == tmp_path / "ix" and (out / "vectors.f16.npy").is_file()
     assert sorted(p.name for p in out.iterdir()) == [  # the spilled float16 rows renamed into place
-        "build_config.json", "index.faiss", "meta.json", "vectors.f16.npy"]
+        "build_config.json", "index.faiss", "items.ids", "items.npz", "meta.json", "vectors.f16.npy"]
 
     idx = ItemIndex.load(out, load_embedder(embedder_dir))
     assert (idx.kind, len(idx), idx.dim) == ("ivfpq", N_ITEMS, 8)

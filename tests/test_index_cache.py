@@ -59,7 +59,8 @@ def test_built_once_then_loaded_then_rebuilt_when_an_item_changes(emb, tmp_path,
         rebuilt = load_or_build(folder, renamed, emb)
     assert "rebuilding it" in caplog.text
     assert _meta(folder)["catalogue_version"] == rebuilt.catalogue_version == service_version(renamed)
-    assert sorted(x.name for x in folder.iterdir()) == ["index.faiss", "meta.json"]  # no temporary file left
+    # no temporary file left
+    assert sorted(x.name for x in folder.iterdir()) == ["index.faiss", "items.ids", "items.npz", "meta.json"]
 
     fewer = {k: v for k, v in ITEMS.items() if k != "f1"}
     assert sorted(load_or_build(folder, fewer, emb).item_ids) == sorted(fewer)  # an item gone: rebuilt
@@ -76,11 +77,23 @@ def test_another_embedder_rebuilds_the_services_own_index(emb, tmp_path) -> None
     assert load_or_build(tmp_path, ITEMS, other).embedder is other
 
 
-def test_a_prebuilt_index_is_kept_while_it_indexes_the_catalogues_ids(emb, tmp_path) -> None:
+def test_a_prebuilt_index_is_kept_while_it_indexes_the_catalogues_ids(emb, tmp_path, monkeypatch) -> None:
     """`python -m index.build` embeds review digests too: its texts differ, its item ids must not."""
+    import llmint.index_io as io
+
     ItemIndex.from_items(ITEMS.values(), emb, catalogue_version="0123456789abcdef").save(tmp_path)
+    from llmint import index_ids
+
+    reads = []
+
+    def counted(*args):
+        reads.append(args)
+        return index_ids.read_ids(*args)
+
+    monkeypatch.setattr(io, "read_ids", counted)
     loaded = load_or_build(tmp_path, ITEMS, emb, build=False)
     assert loaded.catalogue_version == "0123456789abcdef"
+    assert len(reads) == 1  # the ids read for the check are the ones loaded, not read again
     extra = {**ITEMS, "n1": Item("n1", "stapler", ("Office", "Supplies"))}
     with pytest.raises(ModelError, match="indexes 4 items, 0 of them not in the catalogue, and misses 1 of its 5"):
         load_or_build(tmp_path, extra, emb, build=False)
@@ -128,5 +141,24 @@ def test_writers_of_one_folder_leave_one_whole_index(emb, tmp_path) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["index.faiss", "meta.json"]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["index.faiss", "items.ids", "items.npz", "meta.json"]
     assert sorted(load_or_build(tmp_path, ITEMS, emb, build=False).item_ids) == sorted(ITEMS)
+
+
+def test_files_of_two_saves_are_rebuilt_or_refused(emb, tmp_path, caplog) -> None:
+    """Two processes saving different catalogues into one folder at once can leave one's
+    meta.json beside the other's item ids: never served mixed, rebuilt (or refused)."""
+    import shutil
+
+    from llmint.index_ids import IDS
+
+    fewer = {k: v for k, v in ITEMS.items() if k != "p2"}
+    load_or_build(tmp_path / "a", fewer, emb)
+    load_or_build(tmp_path / "b", ITEMS, emb)
+    shutil.copy(tmp_path / "a" / IDS, tmp_path / "b" / IDS)
+    with pytest.raises(ModelError, match="mixes the files of two saves .* build_index=False"):
+        load_or_build(tmp_path / "b", ITEMS, emb, build=False)
+    with caplog.at_level(logging.WARNING, logger="llmint.index_cache"):
+        index = load_or_build(tmp_path / "b", ITEMS, emb)
+    assert "rebuilding it" in caplog.text and sorted(index.item_ids) == sorted(ITEMS)
+    assert sorted(load_or_build(tmp_path / "b", ITEMS, emb, build=False).item_ids) == sorted(ITEMS)
