@@ -74,21 +74,22 @@ def load_or_build(folder: Path | None, items: Mapping[str, Any], embedder: Any, 
     matches them (see the module), else built (`IndexConfig` `cfg`, default when None) and saved there.
     `folder` None: built, not saved. `build=False`: a missing or stale index raises ModelError."""
     from .index import ItemIndex
-    from .index_io import load_index, read_meta, saved_item_ids
+    from .index_idtable import decode
+    from .index_io import load_index, read_meta, saved_id_bytes
 
     version = service_version(items)
     if folder is not None and (folder / "meta.json").is_file():
         meta = read_meta(folder)
-        ids: list[str] = []
+        ids = []
 
         def saved_ids() -> list[str]:
-            ids.extend(saved_item_ids(folder, meta))
-            return ids
+            ids.append(saved_id_bytes(folder, meta))
+            return decode(ids[0])
 
         try:
             why = stale_reason(meta, set(items), version, embedder, saved_ids)
             if why is None:  # what was just read is not read again (a large catalogue's ids are large)
-                return load_index(ItemIndex, folder, embedder, meta, ids or None)
+                return load_index(ItemIndex, folder, embedder, meta, ids[0] if ids else None)
         except Mismatch as err:  # two processes saved different catalogues here at once
             why = f"mixes the files of two saves ({err})"
         if not build:

@@ -6,9 +6,8 @@ built whole in memory to save and parsed whole to load, several times the size o
 
 - `items.ids`: a header line `llmint-ids 1 <digest> <n>` and then every live item id, in
   label order, as UTF-8 ended by the byte 0xFF. No UTF-8 text holds that byte, so ids may
-  hold any character, newlines included; the file is written and read a block at a time,
-  and a block is split in C (decoded with `surrogateescape`, 0xFF becomes U+DCFF, then
-  `str.split`).
+  hold any character, newlines included. These are the bytes `IdTable`
+  (`llmint.index_idtable`) keeps in memory: saved and loaded as one array, no str per id.
 - `items.npz`: `labels` (int64, the live labels ascending), `codes` (int32, each one's
   category code into `meta.json`'s `category_names`, -1 for none) and their `digest`.
 
@@ -26,20 +25,17 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ModelError
+from .index_idtable import END, decode
 
 IDS = "items.ids"
 ENTRIES = "items.npz"
-END = b"\xff"  # ends every id: never a byte of UTF-8 text
-_END = "\udcff"  # what surrogateescape decodes END to
 HEADER = "llmint-ids 1"
-CHUNK = 1 << 20  # ids encoded (or written) at a time
-BLOCK = 1 << 24  # bytes read at a time
+BLOCK = 1 << 24  # bytes written at a time
 DIGEST = 16  # hex digits of sha256 kept as a file's tag
 
 
@@ -55,22 +51,20 @@ def _replace(tmp: Path, path: Path) -> None:
         raise
 
 
-def write_ids(path: Path, ids: Sequence[str]) -> str:
-    """Write `ids` (str without lone surrogates) to `path` via a temporary file; return the
-    digest of their bytes (the file's tag)."""
+def write_ids(path: Path, blob: np.ndarray) -> str:
+    """Write the ids in `blob` (uint8: UTF-8, each ended by 0xFF, as `IdTable` keeps them) to
+    `path` via a temporary file; return the digest of their bytes (the file's tag)."""
+    n = int(np.count_nonzero(blob == END))
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     h = hashlib.sha256()
     try:
         with open(tmp, "wb") as f:
-            head = f"{HEADER} {'0' * DIGEST} {len(ids)}\n".encode()
+            head = f"{HEADER} {'0' * DIGEST} {n}\n".encode()
             f.write(head)
-            for s in range(0, len(ids), CHUNK):
-                part = ids[s : s + CHUNK]
-                blob = (_END.join(part) + _END).encode("utf-8", "surrogateescape")
-                if blob.count(END) != len(part):  # an id held U+DCFF: its byte would split it
-                    raise ValueError(f"an item id among {part[:3]}... is not valid Unicode text")
-                h.update(blob)
-                f.write(blob)
+            for s in range(0, len(blob), BLOCK):
+                part = np.ascontiguousarray(blob[s : s + BLOCK]).data
+                h.update(part)
+                f.write(part)
             digest = h.hexdigest()[:DIGEST]
             f.seek(0)
             f.write(head.replace(b"0" * DIGEST, digest.encode(), 1))
@@ -81,11 +75,9 @@ def write_ids(path: Path, ids: Sequence[str]) -> str:
     return digest
 
 
-def read_ids(path: Path, digest: str, n: int) -> list[str]:
-    """The `n` ids in `path`, whose bytes have `digest`: Mismatch when another save wrote the
-    file, ModelError when it is truncated or damaged."""
-    ids: list[str] = []
-    h = hashlib.sha256()
+def read_id_bytes(path: Path, digest: str, n: int) -> np.ndarray:
+    """The bytes (uint8) of the `n` ids in `path`, whose digest is `digest`: Mismatch when
+    another save wrote the file, ModelError when it is truncated or damaged."""
     try:
         with open(path, "rb") as f:
             head = f.readline().decode("ascii", "replace").split()
@@ -93,22 +85,20 @@ def read_ids(path: Path, digest: str, n: int) -> list[str]:
                 raise ModelError(f"{path} is not an item-id file (header {' '.join(head)[:40]!r})")
             if head[2] != digest:
                 raise Mismatch(f"{path} was written by another save ({head[2]}, not {digest})")
-            rest = b""
-            while block := f.read(BLOCK):
-                h.update(block)
-                block = rest + block
-                cut = block.rfind(END) + 1
-                if cut:
-                    text = block[: cut - 1].decode("utf-8", "surrogateescape")
-                    ids.extend(text.split(_END))
-                rest = block[cut:]
+            body = np.fromfile(f, dtype=np.uint8)
     except FileNotFoundError as err:
         raise Mismatch(f"{path} is missing") from err
-    if h.hexdigest()[:DIGEST] != digest:
+    if hashlib.sha256(body.data).hexdigest()[:DIGEST] != digest:
         raise ModelError(f"{path} is damaged: its ids no longer match their digest {digest}")
-    if rest or len(ids) != n or head[3] != str(n):
-        raise ModelError(f"{path} holds {len(ids)} whole ids (header {head[3]}); meta.json says {n}")
-    return ids
+    found = int(np.count_nonzero(body == END))
+    if found != n or head[3] != str(n) or (len(body) and body[-1] != END):
+        raise ModelError(f"{path} holds {found} whole ids (header {head[3]}); meta.json says {n}")
+    return body
+
+
+def read_ids(path: Path, digest: str, n: int) -> list[str]:
+    """The `n` ids in `path` as str (`read_id_bytes`, decoded)."""
+    return decode(read_id_bytes(path, digest, n))
 
 
 def _digest(labels: np.ndarray, codes: np.ndarray) -> str:
@@ -150,4 +140,4 @@ def read_entries(path: Path, digest: str, n: int) -> tuple[np.ndarray, np.ndarra
     return labels, codes
 
 
-__all__ = ["ENTRIES", "IDS", "Mismatch", "read_entries", "read_ids", "write_entries", "write_ids"]
+__all__ = ["ENTRIES", "IDS", "Mismatch", "read_entries", "read_id_bytes", "read_ids", "write_entries", "write_ids"]

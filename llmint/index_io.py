@@ -24,10 +24,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .errors import ModelError
 from .index_config import IndexConfig, import_faiss
 from .index_faiss import wants_gpu
-from .index_ids import ENTRIES, IDS, Mismatch, read_entries, read_ids, write_entries, write_ids
+from .index_ids import ENTRIES, IDS, Mismatch, read_entries, read_id_bytes, write_entries, write_ids
+from .index_idtable import encode
 from .index_ivfpq import HalfVectors
 from .index_labels import Catalogue
 
@@ -94,15 +97,16 @@ def read_meta(folder: Path) -> dict:
     return meta
 
 
-def saved_item_ids(folder: Path, meta: dict) -> list[str]:
-    """The live item ids of the index in `folder` whose meta.json is `meta`, in label order."""
+def saved_id_bytes(folder: Path, meta: dict) -> np.ndarray:
+    """The live item ids of the index in `folder` whose meta.json is `meta`, in label order, as
+    `items.ids` holds them (uint8: UTF-8, each ended by 0xFF; `llmint.index_idtable.decode`)."""
     if meta["format"] == FORMAT_V1:
-        return list(meta["item_ids"])
-    return read_ids(folder / IDS, meta["item_files"]["ids"], int(meta["n_items"]))
+        return np.frombuffer(encode(meta["item_ids"]), dtype=np.uint8)
+    return read_id_bytes(folder / IDS, meta["item_files"]["ids"], int(meta["n_items"]))
 
 
-def saved_catalogue(folder: Path, meta: dict, item_ids: list[str] | None = None) -> Catalogue:
-    """The `Catalogue` saved in `folder` beside `meta`; `item_ids` when already read."""
+def saved_catalogue(folder: Path, meta: dict, item_ids: np.ndarray | None = None) -> Catalogue:
+    """The `Catalogue` saved in `folder` beside `meta`; `item_ids` (`saved_id_bytes`) when already read."""
     n = int(meta["next_label"])
     try:
         if meta["format"] == FORMAT_V1:  # categories by name, item by item
@@ -112,7 +116,7 @@ def saved_catalogue(folder: Path, meta: dict, item_ids: list[str] | None = None)
             return Catalogue.restore(n, meta["labels"], meta["item_ids"], codes, names)
         labels, codes = read_entries(folder / ENTRIES, meta["item_files"]["entries"], int(meta["n_items"]))
         if item_ids is None:
-            item_ids = saved_item_ids(folder, meta)
+            item_ids = saved_id_bytes(folder, meta)
         return Catalogue.restore(n, labels, item_ids, codes, meta["category_names"])
     except ValueError as err:
         raise ModelError(f"{folder}: the saved catalogue is inconsistent: {err}") from err
@@ -139,10 +143,10 @@ def load_index(
     folder: Path,
     embedder: Embedder | None,
     meta: dict | None = None,
-    item_ids: list[str] | None = None,
+    item_ids: np.ndarray | None = None,
 ) -> ItemIndex:
     """Read the index in `folder`; `embedder`, when given, must match the recorded one. `meta`
-    (its meta.json, from `read_meta`) and `item_ids` (`saved_item_ids`): when already read
+    (its meta.json, from `read_meta`) and `item_ids` (`saved_id_bytes`): when already read
     (`llmint.index_cache` reads them first), else None to read them here. A save that lands
     while this reads (`Mismatch`) is read again, once."""
     for attempt in (0, 1):
@@ -158,7 +162,7 @@ def load_index(
 
 
 def _load(cls: type[ItemIndex], folder: Path, embedder: Embedder | None, meta: dict,
-          item_ids: list[str] | None) -> ItemIndex:
+          item_ids: np.ndarray | None) -> ItemIndex:
     if embedder is not None:
         check_embedder(meta, embedder, folder)
     index_path = folder / "index.faiss"

@@ -88,9 +88,9 @@ def test_a_prebuilt_index_is_kept_while_it_indexes_the_catalogues_ids(emb, tmp_p
 
     def counted(*args):
         reads.append(args)
-        return index_ids.read_ids(*args)
+        return index_ids.read_id_bytes(*args)
 
-    monkeypatch.setattr(io, "read_ids", counted)
+    monkeypatch.setattr(io, "read_id_bytes", counted)
     loaded = load_or_build(tmp_path, ITEMS, emb, build=False)
     assert loaded.catalogue_version == "0123456789abcdef"
     assert len(reads) == 1  # the ids read for the check are the ones loaded, not read again
