@@ -7,7 +7,7 @@
     python -m index.build --dataset instacart --out runs/index/instacart-pq --kind ivfpq --pq-m 48
 
 Loads the dataset (`llmint.loaders.load_dataset`) or the items file (`--items`: the
-item columns of `llmint.loaders.generic`; Parquet and JSONL read a group of rows at a
+item columns of `llmint.loaders.generic`; Parquet, JSONL and CSV read a group of rows at a
 time by `llmint.loaders.catalogue`), embeds every item's text (`llmint.embed.item_text`,
 with a digest of its reviews where the dataset has review text) with a progress bar, builds
 an `ItemIndex` and saves it to `--out` together with `build_config.json`, the resolved
@@ -73,8 +73,8 @@ class BuildConfig:
     items: str | None = field(
         default=None,
         metadata={"help": "a catalogue file instead of a dataset: the item columns of llmint.loaders.generic "
-                          "(item_id, title, category_path, brand, text, ...); Parquet and JSONL are read a group "
-                          "of rows at a time, so a catalogue of any size is never held as texts; CSV is read whole. "
+                          "(item_id, title, category_path, brand, text, ...) in Parquet, JSONL or CSV, read a group "
+                          "of rows at a time, so a catalogue of any size is never held as texts. "
                           "No review digests (there are no events)"},
     )
     embedder: str | None = field(
@@ -125,23 +125,17 @@ def load_source(cfg: BuildConfig) -> Source:
     from llmint import loaders
     from llmint.embed import item_text, review_digests
     from llmint.loaders.catalogue import catalogue_file
-    from llmint.loaders.generic import load_items_file
 
-    if cfg.items is not None and Path(cfg.items).suffix.lower() in (".parquet", ".jsonl"):
+    if cfg.items is not None:  # Parquet, JSONL or CSV, read a group of rows at a time
         streamed = catalogue_file(cfg.items, limit=cfg.limit)
         if not len(streamed):
             raise DataError(f"{cfg.items} has no items to index")
         return Source(streamed.item_ids, streamed.texts(item_text), streamed.categories, streamed.version(),
                       f"{cfg.items}: {len(streamed)} items, read a group of rows at a time")
-    if cfg.items is not None:
-        items = list(load_items_file(Path(cfg.items)).values())
-        digests: dict[str, str] = {}
-        name = cfg.items
-    else:
-        ds = loaders.load_dataset(cfg.dataset)
-        items = list(ds.items.values())
-        digests = review_digests(ds.events) if cfg.reviews else {}
-        name = str(cfg.dataset)
+    ds = loaders.load_dataset(cfg.dataset)
+    items = list(ds.items.values())
+    digests = review_digests(ds.events) if cfg.reviews else {}
+    name = str(cfg.dataset)
     if cfg.limit:
         items = items[: cfg.limit]
     if not items:

@@ -16,7 +16,7 @@ import llmint.loaders.catalogue as catalogue_mod
 from llmint.embed import item_text, load_embedder
 from llmint.errors import DataError
 from llmint.index import ItemIndex
-from llmint.loaders.catalogue import JsonlItems, ParquetItems, catalogue_file
+from llmint.loaders.catalogue import CsvItems, JsonlItems, ParquetItems, catalogue_file
 from llmint.loaders.generic import load_items_file
 
 WORDS = "cordless phone corded paper printer ink pen pencil stapler desk chair office".split()
@@ -105,7 +105,7 @@ def test_not_a_parquet_catalogue_is_a_clear_error(tmp_path) -> None:
         ParquetItems(tmp_path / "noid.parquet")
 
 
-@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl", ".csv"])
 def test_index_build_from_an_items_file_equals_the_index_of_its_items(
     suffix, embedder_dir, tmp_path
 ) -> None:
@@ -114,8 +114,10 @@ def test_index_build_from_an_items_file_equals_the_index_of_its_items(
     recs = rows(10_200, seed=1)
     if suffix == ".parquet":
         path = write(tmp_path / "cat.parquet", recs, row_group_size=2500)
-    else:
+    elif suffix == ".jsonl":
         path = write_jsonl(tmp_path / "cat.jsonl", recs)
+    else:
+        path = write_csv(tmp_path / "cat.csv", recs)
     ivf = ["--kind", "ivfpq", "--pq-m", "4", "--ivf-nlist", "16", "--train-max", "10000"]
     out = build.cli(["--items", str(path), "--out", str(tmp_path / "ix"), "--embedder", str(embedder_dir), *ivf])
     emb = load_embedder(embedder_dir)
@@ -186,5 +188,73 @@ def test_jsonl_bad_bytes_and_rows_strict_name_the_line_lenient_repair_or_skip(tm
     (tmp_path / "noid.jsonl").write_text('{"title": "x"}\n')
     with pytest.raises(DataError, match="missing column 'item_id'"):
         JsonlItems(tmp_path / "noid.jsonl")
-    with pytest.raises(DataError, match="must be .parquet or .jsonl"):
-        catalogue_file(tmp_path / "cat.csv")
+    with pytest.raises(DataError, match="must be .parquet, .jsonl or .csv"):
+        catalogue_file(tmp_path / "cat.tsv")
+
+
+def write_csv(path: Path, records: list[dict], newline: str = "\n") -> Path:
+    import csv
+    import io
+
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator=newline)
+    w.writerow(["item_id", "title", "category_path", "brand"])
+    for r in records:
+        w.writerow([r["item_id"], r["title"], " > ".join(r["category_path"]), r["brand"] or ""])
+    path.write_text(buf.getvalue(), encoding="utf-8", newline="")
+    return path
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
+def test_csv_items_match_the_whole_file_loader_a_group_of_records_at_a_time(tmp_path, monkeypatch, newline) -> None:
+    """Quoted fields spanning lines, commas and quotes inside fields, blank lines: groups of
+    records, each read back from its byte offset, give what the whole-file loader gives."""
+    monkeypatch.setattr(catalogue_mod, "GROUP_LINES", 64)
+    recs = rows(500)
+    for j in range(0, 500, 7):
+        recs[j]["title"] += f'\nline two, with "quotes"{newline}and three'
+    path = write_csv(tmp_path / "cat.csv", recs, newline)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"p250,", newline.encode() + b"p250,"))
+    whole = load_items_file(path)
+    got = catalogue_file(path)
+    assert isinstance(got, CsvItems) and got.item_ids == list(whole) and len(got) == 500
+    assert got.categories == [it.category_path or None for it in whole.values()]
+    reads: list[int] = []
+    records = CsvItems._records
+    monkeypatch.setattr(CsvItems, "_records", lambda self, g: reads.append(g) or records(self, g))
+    texts = got.texts(item_text)
+    assert texts[:] == [item_text(it) for it in whole.values()]
+    assert reads == list(range(8))  # 500 records, 64 a group: each group read once
+    assert "line two" in texts[7]
+    assert texts[499] == item_text(whole["p499"]) and texts[0] == item_text(whole["p0"])
+    assert CsvItems(path, limit=100).item_ids == list(whole)[:100]
+
+
+def test_csv_bad_bytes_and_rows_strict_name_the_line_lenient_repair_or_skip(tmp_path, monkeypatch) -> None:
+    path = write_csv(tmp_path / "bad.csv", rows(40))
+    lines = path.read_bytes().split(b"\n")
+    lines[6] = lines[6].replace(b"p5,", b"p5,caf\xe9 ")  # line 7: latin-1, not UTF-8
+    lines[10] = b"p9,only two"  # line 11: too few fields
+    lines[21] = b",no id,Office,"  # line 22: an empty item id
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError, match=r"bad\.csv: line 7 .*not valid UTF-8"):
+        CsvItems(path)
+    path.write_bytes(b"\n".join(lines).replace(b"caf\xe9", b"cafe"))
+    with pytest.raises(DataError, match=r"bad\.csv: line 11: expected 4 fields, got 2"):
+        CsvItems(path)
+    path.write_bytes(b"\n".join(lines))
+    got = CsvItems(path, strict=False)
+    want = load_items_file(path, strict=False)
+    assert got.item_ids == list(want) and len(got) == 38 and got.report.n_skipped == 2
+    assert got.repaired == ["bad.csv: line 7"]
+    assert got.texts(item_text)[:] == [item_text(it) for it in want.values()]
+    monkeypatch.setattr(catalogue_mod, "CSV_FIELD_LIMIT", 30)  # an unclosed quote runs to the limit
+    (tmp_path / "open.csv").write_text('item_id,title\np1,ok\np2,"never closed\n' + "p3,x\n" * 10)
+    with pytest.raises(DataError, match=r"open\.csv: line 3: cannot parse as CSV: .*unclosed quote"):
+        CsvItems(tmp_path / "open.csv", strict=False)
+    (tmp_path / "noid.csv").write_text("title\nx\n")
+    with pytest.raises(DataError, match="missing column 'item_id'"):
+        CsvItems(tmp_path / "noid.csv")
+    (tmp_path / "empty.csv").write_text("\n\n")
+    with pytest.raises(DataError, match="empty; expected a header"):
+        CsvItems(tmp_path / "empty.csv")

@@ -1,16 +1,16 @@
-"""A large catalogue from a Parquet or JSONL items file, read a group of rows at a time.
+"""A large catalogue from a Parquet, JSONL or CSV items file, read a group of rows at a time.
 
 `catalogue_file(path)` opens one: `ParquetItems` reads a Parquet file a row group at a
 time, `JsonlItems` a JSONL file `GROUP_LINES` lines at a time (seeking back to a group's
-byte offset). Either reads every row once and checks it as `load_items_file` does (the
-item columns of `llmint.loaders.generic`; strict: DataError naming the row or line,
-non-strict: the row skipped and counted in `report`), but keeps only the item ids and
-category paths (one tuple per distinct path). `texts(text_of)` is a sequence of the items'
-texts (`llmint.embed.item_text` for an index) that reads them again a group at a time as
-it is indexed, keeping one group in memory: a 100M-row catalogue is never held as `Item`s
-or texts. Read in order (or in sorted order, as an IVF-PQ training sample is), each group
-is read once per pass. CSV has no such reader (a quoted field may span lines): it is read
-whole by `load_items_file`.
+byte offset), `CsvItems` a CSV file `GROUP_LINES` records at a time (a quoted field may
+span lines: a group ends where its last record's lines do). Each reads every row once
+and checks it as `load_items_file` does (the item columns of `llmint.loaders.generic`;
+strict: DataError naming the row or line, non-strict: the row skipped and counted in
+`report`), but keeps only the item ids and category paths (one tuple per distinct path).
+`texts(text_of)` is a sequence of the items' texts (`llmint.embed.item_text` for an
+index) that reads them again a group at a time as it is indexed, keeping one group in
+memory: a 100M-row catalogue is never held as `Item`s or texts. Read in order (or in
+sorted order, as an IVF-PQ training sample is), each group is read once per pass.
 
 `version()` fingerprints the file's bytes, so an index built from it says which catalogue
 it is. This module knows nothing about models or indexes; pyarrow is imported inside.
@@ -19,6 +19,7 @@ it is. This module knows nothing about models or indexes; pyarrow is imported in
 from __future__ import annotations
 
 import bisect
+import csv
 import hashlib
 import itertools
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +28,7 @@ from typing import Any, overload
 
 from ..errors import DataError
 from ..schema import Item, LoadReport
-from ._common import RowSink
+from ._common import CSV_FIELD_LIMIT, RowSink
 from .generic import _parse_line, item_of
 
 GROUP_LINES = 8192  # JSONL lines per group (Parquet files bring their own row groups)
@@ -149,7 +150,28 @@ class ParquetItems(StreamedItems):
         return [(f"row {first + j}", rec) for j, rec in enumerate(rows)]
 
 
-class JsonlItems(StreamedItems):
+class TextItems(StreamedItems):
+    """A text file's items: lines decoded one at a time. Strict, a non-UTF-8 byte raises
+    DataError naming the line; non-strict, it is replaced by U+FFFD and the line is listed
+    in `repaired` (as `load_items_file` reports it)."""
+
+    def _decode(self, raw: bytes, line: int, report: bool) -> str:
+        if line == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            if self.strict:
+                raise DataError(
+                    f"{self.path}: line {line} (byte {err.start} of the line) is not valid UTF-8: "
+                    f"{raw[err.start:err.end]!r}; re-encode the file as UTF-8 or load with strict=False "
+                    "to replace bad bytes") from None
+            if report:
+                self.repaired.append(f"{self.path.name}: line {line}")
+            return raw.decode("utf-8", errors="replace")
+
+
+class JsonlItems(TextItems):
     """The items of a JSONL file, read `GROUP_LINES` lines at a time.
 
     Lines are decoded one at a time: strict, a non-UTF-8 byte or a lone surrogate escape
@@ -213,28 +235,98 @@ class JsonlItems(StreamedItems):
             records.append((line, {"__error__": problem} if problem is not None else rec))
         return records, read
 
-    def _decode(self, raw: bytes, line: int, report: bool) -> str:
-        if line == 1:
-            raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
+
+class CsvItems(TextItems):
+    """The items of a CSV file (a header line, then records), `GROUP_LINES` records at a time.
+
+    A quoted field may span lines, so a group is a number of records, not of lines: the
+    file is read a line at a time (decoded as `JsonlItems` does, so a bad byte names its
+    line) into `csv.reader`, which takes exactly the lines of each record it returns; the
+    byte offset after a group's last record is where the next group is read back from. A
+    record with the wrong number of fields is a bad row; a field over `CSV_FIELD_LIMIT`
+    characters or any other csv error is a DataError naming the record's first line, in
+    strict and non-strict reads alike, as `load_items_file` does.
+    """
+
+    def _open(self) -> None:
+        if self.path.suffix.lower() != ".csv":
+            raise DataError(f"{self.path}: expected a .csv items file")
+        self._groups = []  # per group: byte offset, first line number, records
+        with self.path.open("rb") as f:
+            header = next(self._csv(self._lines(f, 1), 1), None)
+            if header is None:
+                raise DataError(f"{self.path}: the file is empty; expected a header line")
+            self._offset, self._line = self._mark  # where the records start
+        self._header = [h.strip() for h in header[1]]
+        if "item_id" not in self._header:
+            raise DataError(f"{self.path}: missing column 'item_id'; the columns are {self._header}")
+
+    def _lines(self, f: Any, line: int, report: bool = True) -> Iterator[str]:
+        """The decoded lines of `f` from line number `line`, keeping `_mark` (the byte offset
+        and line number after the last line taken) up to date."""
+        offset = f.tell()
+        self._mark = (offset, line)
+        while raw := f.readline():
+            text = self._decode(raw, line, report)
+            offset += len(raw)
+            line += 1
+            self._mark = (offset, line)
+            yield text
+
+    def _csv(self, lines: Iterator[str], first: int) -> Iterator[tuple[int, list[str]]]:
+        """(first line, fields) of each non-empty record in `lines`, numbered from `first`."""
+        reader = csv.reader(lines)
+        start = first
+        old_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
         try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            if self.strict:
-                raise DataError(
-                    f"{self.path}: line {line} (byte {err.start} of the line) is not valid UTF-8: "
-                    f"{raw[err.start:err.end]!r}; re-encode the file as UTF-8 or load with strict=False "
-                    "to replace bad bytes") from None
-            if report:
-                self.repaired.append(f"{self.path.name}: line {line}")
-            return raw.decode("utf-8", errors="replace")
+            for row in reader:
+                if len(row) > 1 or (row and row[0].strip()):
+                    yield start, row
+                start = first + reader.line_num
+        except csv.Error as err:
+            hint = (f"; a field over {CSV_FIELD_LIMIT} characters usually means an unclosed quote"
+                    if "field limit" in str(err) else "")
+            raise DataError(f"{self.path}: line {start}: cannot parse as CSV: {err}{hint}") from None
+        finally:
+            csv.field_size_limit(old_limit)
+
+    def _group(self, f: Any, line: int, n: int, report: bool) -> list[Record]:
+        """The next `n` records of `f` (at line `line`); `_mark` ends after the last one."""
+        records: list[Record] = []
+        width = len(self._header)
+        for where, fields in itertools.islice(self._csv(self._lines(f, line, report), line), n):
+            if len(fields) != width:
+                records.append((where, {"__error__": f"expected {width} fields, got {len(fields)}"}))
+            else:
+                records.append((where, dict(zip(self._header, fields, strict=True))))
+        return records
+
+    def _scan(self) -> Iterator[list[Record]]:
+        offset, line = self._offset, self._line
+        with self.path.open("rb") as f:
+            while True:
+                f.seek(offset)
+                records = self._group(f, line, GROUP_LINES, report=True)
+                if not records:
+                    return
+                self._groups.append((offset, line, len(records)))
+                offset, line = self._mark
+                yield records
+
+    def _records(self, group: int) -> list[Record]:
+        offset, first, n = self._groups[group]
+        with self.path.open("rb") as f:
+            f.seek(offset)
+            return self._group(f, first, n, report=False)
 
 
 def catalogue_file(path: str | Path, *, strict: bool = True, limit: int = 0) -> StreamedItems:
-    """The streamed reader of a .parquet or .jsonl items file (DataError for another kind)."""
+    """The streamed reader of a .parquet, .jsonl or .csv items file (DataError for another kind)."""
     suffix = Path(path).suffix.lower()
-    readers = {".parquet": ParquetItems, ".jsonl": JsonlItems}
+    readers = {".parquet": ParquetItems, ".jsonl": JsonlItems, ".csv": CsvItems}
     if suffix not in readers:
-        raise DataError(f"{path}: a catalogue read a group at a time must be .parquet or .jsonl, not {suffix!r}")
+        raise DataError(f"{path}: a catalogue read a group at a time must be .parquet, .jsonl or .csv, "
+                        f"not {suffix!r}")
     return readers[suffix](path, strict=strict, limit=limit)
 
 
@@ -270,4 +362,4 @@ class _Texts(Sequence[str]):
         return self._texts[i - starts[group]]
 
 
-__all__ = ["GROUP_LINES", "JsonlItems", "ParquetItems", "StreamedItems", "catalogue_file"]
+__all__ = ["GROUP_LINES", "CsvItems", "JsonlItems", "ParquetItems", "StreamedItems", "catalogue_file"]
