@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +40,14 @@ def catalogue_fingerprint(ids_texts: Iterable[tuple[str, str]]) -> str:
     return h.hexdigest()[:16]
 
 
-def service_version(items: Mapping[str, Any]) -> str:
-    """The catalogue version the service stamps on an index it builds from `items` (id -> Item)."""
+def service_version(items: Mapping[str, Any], texts: Sequence[str] | None = None) -> str:
+    """The catalogue version the service stamps on an index it builds from `items` (id -> Item);
+    `texts`: their `item_text`s in the same order, when already made."""
     from .embed import item_text
 
-    return SERVICE_PREFIX + catalogue_fingerprint((iid, item_text(it)) for iid, it in items.items())
+    if texts is None:
+        texts = [item_text(it) for it in items.values()]
+    return SERVICE_PREFIX + catalogue_fingerprint(zip(items, texts, strict=True))
 
 
 def stale_reason(meta: Mapping[str, Any], item_ids: set[str], version: str, embedder: Any,
@@ -73,11 +76,13 @@ def load_or_build(folder: Path | None, items: Mapping[str, Any], embedder: Any, 
     """The `ItemIndex` of `items` (id -> Item) for `embedder`: the one saved in `folder` when it still
     matches them (see the module), else built (`IndexConfig` `cfg`, default when None) and saved there.
     `folder` None: built, not saved. `build=False`: a missing or stale index raises ModelError."""
+    from .embed import item_text
     from .index import ItemIndex
     from .index_idtable import decode
     from .index_io import load_index, read_meta, saved_id_bytes
 
-    version = service_version(items)
+    texts = [item_text(it) for it in items.values()]  # made once: for the version and, if built, the vectors
+    version = service_version(items, texts)
     if folder is not None and (folder / "meta.json").is_file():
         meta = read_meta(folder)
         ids = []
@@ -98,7 +103,8 @@ def load_or_build(folder: Path | None, items: Mapping[str, Any], embedder: Any, 
     elif not build:
         raise ModelError(f"no saved index in {folder} and build_index=False")
     t0 = time.perf_counter()
-    index = ItemIndex.from_items(items.values(), embedder, cfg, catalogue_version=version)
+    index = ItemIndex.from_texts(list(items), texts, [it.category_path or None for it in items.values()],
+                                 embedder, cfg, catalogue_version=version)
     logger.info("built the item index (%d items) in %.1f s", len(index), time.perf_counter() - t0)
     if folder is not None:
         index.save(folder)

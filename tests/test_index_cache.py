@@ -162,3 +162,21 @@ def test_files_of_two_saves_are_rebuilt_or_refused(emb, tmp_path, caplog) -> Non
         index = load_or_build(tmp_path / "b", ITEMS, emb)
     assert "rebuilding it" in caplog.text and sorted(index.item_ids) == sorted(ITEMS)
     assert sorted(load_or_build(tmp_path / "b", ITEMS, emb, build=False).item_ids) == sorted(ITEMS)
+
+
+def test_each_item_text_is_made_once_per_build(emb, tmp_path, monkeypatch) -> None:
+    """The texts that version the catalogue are the ones embedded: not made a second time."""
+    import llmint.embed as embed
+    import llmint.index as index_mod
+
+    calls = []
+    real = embed.item_text
+
+    def counted(it, *args):
+        calls.append(it.item_id)
+        return real(it, *args)
+
+    monkeypatch.setattr(embed, "item_text", counted)
+    monkeypatch.setattr(index_mod, "item_text", counted)  # from_items' own import
+    index = load_or_build(tmp_path, ITEMS, emb)
+    assert sorted(calls) == sorted(ITEMS) and index.catalogue_version == service_version(ITEMS)
