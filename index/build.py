@@ -127,7 +127,7 @@ def load_source(cfg: BuildConfig) -> Source:
     from llmint.loaders.catalogue import catalogue_file
 
     if cfg.items is not None:  # Parquet, JSONL or CSV, read a group of rows at a time
-        streamed = catalogue_file(cfg.items, limit=cfg.limit)
+        streamed = catalogue_file(cfg.items, limit=cfg.limit, show_progress=True)
         if not len(streamed):
             raise DataError(f"{cfg.items} has no items to index")
         return Source(streamed.item_ids, streamed.texts(item_text), streamed.categories, streamed.version(),

@@ -258,3 +258,19 @@ def test_csv_bad_bytes_and_rows_strict_name_the_line_lenient_repair_or_skip(tmp_
     (tmp_path / "empty.csv").write_text("\n\n")
     with pytest.raises(DataError, match="empty; expected a header"):
         CsvItems(tmp_path / "empty.csv")
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl", ".csv"])
+def test_reading_a_catalogue_file_shows_a_bar_that_ends_full(suffix, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(catalogue_mod, "GROUP_LINES", 64)
+    recs = rows(300)
+    writer = {".parquet": lambda p: write(p, recs, 64), ".jsonl": lambda p: write_jsonl(p, recs),
+              ".csv": lambda p: write_csv(p, recs)}[suffix]
+    path = writer(tmp_path / f"cat{suffix}")
+    catalogue_file(path, show_progress=True)
+    err = capsys.readouterr().err
+    size = f"{path.stat().st_size / 1000:.1f}k"
+    total = "300/300" if suffix == ".parquet" else f"{size}/{size}"
+    assert f"reading cat{suffix}" in err and "100%" in err and total in err, err[-300:]
+    catalogue_file(path)
+    assert capsys.readouterr().err == ""  # no bar unless asked

@@ -42,8 +42,11 @@ class StreamedItems:
     and `_records(g)`, group g's records again.
     """
 
-    def __init__(self, path: str | Path, *, strict: bool = True, limit: int = 0) -> None:
-        """Read and check `path`; `limit` > 0 keeps only the first `limit` good items."""
+    def __init__(self, path: str | Path, *, strict: bool = True, limit: int = 0, show_progress: bool = False) -> None:
+        """Read and check `path`; `limit` > 0 keeps only the first `limit` good items;
+        `show_progress`: a bar over the file's bytes (its rows for Parquet) as it is read."""
+        from tqdm.auto import tqdm
+
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"{self.path}: no such file")
@@ -58,7 +61,10 @@ class StreamedItems:
         sink = RowSink(self.path, self.report, strict=strict)
         seen: set[str] = set()
         paths: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct path, shared by its items
+        total, unit = self._extent()
+        bar = tqdm(total=total, unit=unit, unit_scale=True, desc=f"reading {self.path.name}", disable=not show_progress)
         for records in self._scan():
+            bar.update(self._done() - bar.n)
             if limit and len(self.item_ids) >= limit:
                 break
             kept = []
@@ -75,12 +81,21 @@ class StreamedItems:
                 self.categories.append(paths.setdefault(item.category_path, item.category_path) or None)
                 kept.append(j)
             self._kept.append(kept)
+        bar.close()
         self.report.rows_kept = len(self.item_ids)
 
     def _open(self) -> None:
         """Check the file can be read as this kind; set up what `_scan` needs."""
 
     def _scan(self) -> Iterator[list[Record]]:
+        raise NotImplementedError
+
+    def _extent(self) -> tuple[int, str]:
+        """How much there is to read, and in what unit: the file's bytes."""
+        return self.path.stat().st_size, "B"
+
+    def _done(self) -> int:
+        """How much of `_extent` the groups scanned so far cover."""
         raise NotImplementedError
 
     def _records(self, group: int) -> list[Record]:
@@ -139,7 +154,14 @@ class ParquetItems(StreamedItems):
 
     def _scan(self) -> Iterator[list[Record]]:
         for g in range(self._file.num_row_groups):
+            self._scanned = g + 1
             yield self._records(g)
+
+    def _extent(self) -> tuple[int, str]:
+        return self._file.metadata.num_rows, "row"
+
+    def _done(self) -> int:
+        return self._rows_before[self._scanned - 1] + self._file.metadata.row_group(self._scanned - 1).num_rows
 
     def _records(self, group: int) -> list[Record]:
         try:
@@ -197,8 +219,12 @@ class JsonlItems(TextItems):
                     if columns and "item_id" not in columns:
                         raise DataError(f"{self.path}: missing column 'item_id'; the columns are {list(columns)}")
                 self._groups.append((offset, line, n_lines))
+                self._offset_done = f.tell()
                 line += n_lines
                 yield records
+
+    def _done(self) -> int:
+        return self._offset_done
 
     def _records(self, group: int) -> list[Record]:
         offset, first, n_lines = self._groups[group]
@@ -313,6 +339,9 @@ class CsvItems(TextItems):
                 offset, line = self._mark
                 yield records
 
+    def _done(self) -> int:
+        return self._mark[0]
+
     def _records(self, group: int) -> list[Record]:
         offset, first, n = self._groups[group]
         with self.path.open("rb") as f:
@@ -320,14 +349,15 @@ class CsvItems(TextItems):
             return self._group(f, first, n, report=False)
 
 
-def catalogue_file(path: str | Path, *, strict: bool = True, limit: int = 0) -> StreamedItems:
+def catalogue_file(path: str | Path, *, strict: bool = True, limit: int = 0,
+                   show_progress: bool = False) -> StreamedItems:
     """The streamed reader of a .parquet, .jsonl or .csv items file (DataError for another kind)."""
     suffix = Path(path).suffix.lower()
     readers = {".parquet": ParquetItems, ".jsonl": JsonlItems, ".csv": CsvItems}
     if suffix not in readers:
         raise DataError(f"{path}: a catalogue read a group at a time must be .parquet, .jsonl or .csv, "
                         f"not {suffix!r}")
-    return readers[suffix](path, strict=strict, limit=limit)
+    return readers[suffix](path, strict=strict, limit=limit, show_progress=show_progress)
 
 
 class _Texts(Sequence[str]):
