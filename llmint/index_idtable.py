@@ -20,6 +20,7 @@ a wrong label. Removed labels keep their bytes (the caller's live mask tells the
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,6 +33,7 @@ _MERGE_SHARE = 8  # ... or past 1/8 of them, whichever is larger
 _HASH_ROWS = 1 << 18  # ids hashed per numpy pass (bounds its temporary arrays)
 _LEN_MIX = 0x9E3779B97F4A7C15  # each id's byte length, times this, is xored into its hash
 _FEW = 8  # up to this many ids are hashed in Python
+_BUILD_LOCK = threading.Lock()  # one restored table's hashes are built by one thread
 
 
 def encode(ids: Sequence[str]) -> bytes:
@@ -93,8 +95,9 @@ class IdTable:
         self._nbytes = 0
         self._ends = np.zeros(0, dtype=np.int64)  # label -> end offset in _data (room for more)
         self._n = 0
-        self._hash = np.zeros(0, dtype=np.uint64)  # sorted hashes of labels [0, _upto)...
-        self._hash_label = np.zeros(0, dtype=np.int64)  # ... and their labels
+        # sorted hashes of labels [0, _upto) and their labels: one tuple, replaced whole, so a
+        # reader in another thread never pairs new hashes with old labels
+        self._table: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
         self._upto = 0
         self._built = True  # False: [0, _upto) not hashed yet (a restored table)
         self._recent: dict[str, int] = {}  # live ids of labels >= _upto
@@ -166,8 +169,9 @@ class IdTable:
             hashes, lengths = hashes_of(blob)
         order = np.argsort(hashes)  # ascending keys: numpy's binary search starts where the last ended
         lo = np.empty(len(hashes), dtype=np.int64)
-        lo[order] = np.searchsorted(self._hash, hashes[order], side="left")
-        table, n = self._hash, len(self._hash)
+        table, table_label = self._table
+        n = len(table)
+        lo[order] = np.searchsorted(table, hashes[order], side="left")
         offset = np.concatenate([[0], np.cumsum(lengths)])
         hit = lo < n
         hit[hit] = table[lo[hit]] == hashes[hit]
@@ -176,7 +180,7 @@ class IdTable:
             for at in range(int(lo[k]), n):
                 if table[at] != h:
                     break
-                lab = int(self._hash_label[at])
+                lab = int(table_label[at])
                 if alive[lab] and self._bytes(lab) == want:
                     out[rest[k]] = lab
                     break
@@ -197,7 +201,7 @@ class IdTable:
         self._n, self._nbytes = n0 + len(ids), b0 + len(blob)
         if self._built:  # a restored table hashes these too when it is built
             self._recent.update(zip(ids, range(n0, n0 + len(ids)), strict=True))
-            if len(self._recent) > max(_MERGE_MIN, len(self._hash) // _MERGE_SHARE):
+            if len(self._recent) > max(_MERGE_MIN, len(self._table[0]) // _MERGE_SHARE):
                 self._merge(self._upto, self._n)
 
     def forget(self, ids: Sequence[str]) -> None:
@@ -206,10 +210,15 @@ class IdTable:
             self._recent.pop(iid, None)
 
     def _build(self) -> None:
-        if not self._built:
-            self._built = True
-            self._merge(0, self._upto)
-            self._merge(self._upto, self._n)
+        """Hash a restored table's labels, once; threads that look ids up meanwhile wait for it."""
+        if self._built:
+            return
+        with _BUILD_LOCK:
+            if not self._built:
+                upto = self._upto
+                self._merge(0, upto)
+                self._merge(upto, self._n)
+                self._built = True  # last: another thread reads the table only once it is whole
 
     def _merge(self, start: int, stop: int) -> None:
         """Hash labels [start, stop) (those with bytes) into the sorted table."""
@@ -228,12 +237,12 @@ class IdTable:
         order = np.argsort(hashes, kind="stable")
         hashes, labels = hashes[order], labels[order]
         del order
-        if len(self._hash):  # one linear merge of two sorted runs
-            at = np.searchsorted(self._hash, hashes, side="right")
-            self._hash = np.insert(self._hash, at, hashes)
-            self._hash_label = np.insert(self._hash_label, at, labels)
+        old, old_label = self._table
+        if len(old):  # one linear merge of two sorted runs
+            at = np.searchsorted(old, hashes, side="right")
+            self._table = (np.insert(old, at, hashes), np.insert(old_label, at, labels))
         else:
-            self._hash, self._hash_label = hashes, labels
+            self._table = (hashes, labels)
         self._upto = stop
         self._recent.clear()
 

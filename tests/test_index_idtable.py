@@ -58,11 +58,11 @@ def test_a_restored_table_builds_its_hashes_only_when_asked() -> None:
     alive = np.zeros(90, dtype=bool)
     alive[labels] = True
     assert [table.id_of(j) for j in labels.tolist()] == ids
-    assert table.ids(labels) == ids and not table._built and len(table._hash) == 0
+    assert table.ids(labels) == ids and not table._built and len(table._table[0]) == 0
     table.append(["late"])  # before any lookup: hashed with the rest when built
     alive = np.append(alive, True)
     assert table.find(["late", ids[7], "sku-0x"], alive).tolist() == [90, int(labels[7]), -1]
-    assert table._built and len(table._hash) == len(ids) + 1
+    assert table._built and len(table._table[0]) == len(ids) + 1
     with pytest.raises(ValueError, match="3 labels but 2 ids"):
         IdTable.restore(5, np.array([0, 1, 2]), np.frombuffer(encode(["a", "b"]), dtype=np.uint8))
 
@@ -75,7 +75,7 @@ def test_hashes_are_the_same_from_a_blob_and_from_the_table() -> None:
     table = IdTable()
     table.append(ids)
     table._merge(0, len(ids))
-    assert sorted(table._hash.tolist()) == sorted(h.tolist())
+    assert sorted(table._table[0].tolist()) == sorted(h.tolist())
     assert decode(encode(ids)) == ids and decode(b"") == []
 
 
@@ -88,7 +88,7 @@ def test_the_catalogue_keeps_ids_in_about_30_bytes_each() -> None:
         cat.append(ids[s : s + 8192], [None] * len(ids[s : s + 8192]))
     assert cat.label(ids[12345]) == 12345 and cat.id_of(199_999) == ids[-1]
     t = cat.ids
-    held = t._data.nbytes + t._ends.nbytes + t._hash.nbytes + t._hash_label.nbytes
+    held = t._data.nbytes + t._ends.nbytes + t._table[0].nbytes + t._table[1].nbytes
     assert held / n < 2 * (14 + 8 + 16), held / n  # room doubles: at most twice what is used
     assert len(t._recent) <= max(mod._MERGE_MIN, n // mod._MERGE_SHARE)
 
@@ -99,3 +99,28 @@ def test_a_few_ids_hash_in_python_as_many_do_in_numpy() -> None:
     ids = ["a", "ünï", "🛒 cart", "x" * 500, "\x00", "two\nlines"]
     for want, got in zip(hashes_of(encode(ids)), _few_hashes(encode(ids)), strict=True):
         assert want.tolist() == got.tolist()
+
+
+def test_threads_looking_up_a_restored_table_at_once_all_get_the_labels() -> None:
+    """The first lookups of a loaded index may come from several request threads: one builds
+    the hashes, the others wait for the whole table (never search a half-built one)."""
+    import threading
+
+    n = 300_000
+    ids = [f"sku-{j}" for j in range(n)]
+    table = IdTable.restore(n, np.arange(n), np.frombuffer(encode(ids), dtype=np.uint8))
+    alive = np.ones(n, dtype=bool)
+    want = np.arange(0, n, 997)
+    asked = [ids[j] for j in want.tolist()]
+    results, start = [], threading.Barrier(4)
+
+    def look() -> None:
+        start.wait()
+        results.append(table.find(asked, alive))
+
+    threads = [threading.Thread(target=look) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 and all(np.array_equal(r, want) for r in results)
