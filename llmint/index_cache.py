@@ -51,23 +51,29 @@ def service_version(items: Mapping[str, Any], texts: Sequence[str] | None = None
 
 
 def stale_reason(meta: Mapping[str, Any], item_ids: set[str], version: str, embedder: Any,
-                 saved_ids: Callable[[], Iterable[str]] | None = None) -> str | None:
+                 saved: Callable[[], Any] | None = None) -> str | None:
     """Why the saved index described by `meta` (its meta.json) cannot serve the catalogue of `item_ids`,
-    whose service version is `version`, with `embedder`; None when it can. `saved_ids()`: the ids it
-    indexes, read only for an index built beforehand, whose embedder is left to `ItemIndex.load`
+    whose service version is `version`, with `embedder`; None when it can. `saved()`: the `Catalogue`
+    it indexes, read only for an index built beforehand, whose embedder is left to `ItemIndex.load`
     (None: the ids inside a format v1 meta.json)."""
-    saved = str(meta.get("catalogue_version") or "")
-    if saved.startswith(SERVICE_PREFIX):
-        if saved != version:
-            return f"was built from other item texts (catalogue {saved}, now {version})"
+    saved_version = str(meta.get("catalogue_version") or "")
+    if saved_version.startswith(SERVICE_PREFIX):
+        if saved_version != version:
+            return f"was built from other item texts (catalogue {saved_version}, now {version})"
         emb = meta.get("embedder") or {}
         if (emb.get("name"), emb.get("sha256")) != (embedder.name, embedder.sha256):
             return f"was built with embedder {emb.get('name')!r}, not {embedder.name!r}"
         return None
-    have = set(meta.get("item_ids", ()) if saved_ids is None else saved_ids())
-    if have != item_ids:
-        return (f"indexes {len(have)} items, {len(have - item_ids)} of them not in the catalogue, "
-                f"and misses {len(item_ids - have)} of its {len(item_ids)}")
+    if saved is None:
+        have = set(meta.get("item_ids", ()))
+        n_saved, n_found = len(have), len(have & item_ids)
+    else:  # the saved ids are looked up, not decoded into a set of 100M strs
+        catalogue = saved()
+        n_saved = len(catalogue)
+        n_found = int((catalogue.ids.find(list(item_ids), catalogue.alive) >= 0).sum())
+    if n_saved != len(item_ids) or n_found != n_saved:
+        return (f"indexes {n_saved} items, {n_saved - n_found} of them not in the catalogue, "
+                f"and misses {len(item_ids) - n_found} of its {len(item_ids)}")
     return None
 
 
@@ -78,23 +84,22 @@ def load_or_build(folder: Path | None, items: Mapping[str, Any], embedder: Any, 
     `folder` None: built, not saved. `build=False`: a missing or stale index raises ModelError."""
     from .embed import item_text
     from .index import ItemIndex
-    from .index_idtable import decode
-    from .index_io import load_index, read_meta, saved_id_bytes
+    from .index_io import load_index, read_meta, saved_catalogue
 
     texts = [item_text(it) for it in items.values()]  # made once: for the version and, if built, the vectors
     version = service_version(items, texts)
     if folder is not None and (folder / "meta.json").is_file():
         meta = read_meta(folder)
-        ids = []
+        read = []
 
-        def saved_ids() -> list[str]:
-            ids.append(saved_id_bytes(folder, meta))
-            return decode(ids[0])
+        def saved() -> Any:
+            read.append(saved_catalogue(folder, meta))
+            return read[0]
 
         try:
-            why = stale_reason(meta, set(items), version, embedder, saved_ids)
+            why = stale_reason(meta, set(items), version, embedder, saved)
             if why is None:  # what was just read is not read again (a large catalogue's ids are large)
-                return load_index(ItemIndex, folder, embedder, meta, ids[0] if ids else None)
+                return load_index(ItemIndex, folder, embedder, meta, read[0] if read else None)
         except Mismatch as err:  # two processes saved different catalogues here at once
             why = f"mixes the files of two saves ({err})"
         if not build:

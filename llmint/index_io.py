@@ -105,8 +105,8 @@ def saved_id_bytes(folder: Path, meta: dict) -> np.ndarray:
     return read_id_bytes(folder / IDS, meta["item_files"]["ids"], int(meta["n_items"]))
 
 
-def saved_catalogue(folder: Path, meta: dict, item_ids: np.ndarray | None = None) -> Catalogue:
-    """The `Catalogue` saved in `folder` beside `meta`; `item_ids` (`saved_id_bytes`) when already read."""
+def saved_catalogue(folder: Path, meta: dict) -> Catalogue:
+    """The `Catalogue` saved in `folder` beside `meta` (Mismatch when its files come from another save)."""
     n = int(meta["next_label"])
     try:
         if meta["format"] == FORMAT_V1:  # categories by name, item by item
@@ -115,9 +115,7 @@ def saved_catalogue(folder: Path, meta: dict, item_ids: np.ndarray | None = None
             codes = [-1 if c is None else code_of[c] for c in meta["categories"]]
             return Catalogue.restore(n, meta["labels"], meta["item_ids"], codes, names)
         labels, codes = read_entries(folder / ENTRIES, meta["item_files"]["entries"], int(meta["n_items"]))
-        if item_ids is None:
-            item_ids = saved_id_bytes(folder, meta)
-        return Catalogue.restore(n, labels, item_ids, codes, meta["category_names"])
+        return Catalogue.restore(n, labels, saved_id_bytes(folder, meta), codes, meta["category_names"])
     except ValueError as err:
         raise ModelError(f"{folder}: the saved catalogue is inconsistent: {err}") from err
 
@@ -143,31 +141,32 @@ def load_index(
     folder: Path,
     embedder: Embedder | None,
     meta: dict | None = None,
-    item_ids: np.ndarray | None = None,
+    catalogue: Catalogue | None = None,
 ) -> ItemIndex:
     """Read the index in `folder`; `embedder`, when given, must match the recorded one. `meta`
-    (its meta.json, from `read_meta`) and `item_ids` (`saved_id_bytes`): when already read
+    (its meta.json, from `read_meta`) and `catalogue` (`saved_catalogue`): when already read
     (`llmint.index_cache` reads them first), else None to read them here. A save that lands
     while this reads (`Mismatch`) is read again, once."""
     for attempt in (0, 1):
         meta = read_meta(folder) if meta is None else meta
         try:
-            return _load(cls, folder, embedder, meta, item_ids)
+            return _load(cls, folder, embedder, meta, catalogue)
         except Mismatch:
             if attempt:
                 raise
             logger.info("the index in %s was saved again while being read: reading it again", folder)
-            meta = item_ids = None
+            meta, catalogue = None, None
     raise AssertionError("unreachable")
 
 
 def _load(cls: type[ItemIndex], folder: Path, embedder: Embedder | None, meta: dict,
-          item_ids: np.ndarray | None) -> ItemIndex:
+          catalogue: Catalogue | None) -> ItemIndex:
     if embedder is not None:
         check_embedder(meta, embedder, folder)
     index_path = folder / "index.faiss"
     cfg = IndexConfig.from_dict(meta.get("config", {}), strict=False)
-    catalogue = saved_catalogue(folder, meta, item_ids)
+    if catalogue is None:
+        catalogue = saved_catalogue(folder, meta)
     index = import_faiss().read_index(str(index_path))
     if index.d != meta["dim"]:
         raise ModelError(f"{index_path} has dim {index.d} but meta.json says {meta['dim']}")

@@ -93,7 +93,7 @@ def test_a_prebuilt_index_is_kept_while_it_indexes_the_catalogues_ids(emb, tmp_p
     monkeypatch.setattr(io, "read_id_bytes", counted)
     loaded = load_or_build(tmp_path, ITEMS, emb, build=False)
     assert loaded.catalogue_version == "0123456789abcdef"
-    assert len(reads) == 1  # the ids read for the check are the ones loaded, not read again
+    assert len(reads) == 1  # the catalogue read for the check is the one loaded, not read again
     extra = {**ITEMS, "n1": Item("n1", "stapler", ("Office", "Supplies"))}
     with pytest.raises(ModelError, match="indexes 4 items, 0 of them not in the catalogue, and misses 1 of its 5"):
         load_or_build(tmp_path, extra, emb, build=False)
