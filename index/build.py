@@ -15,7 +15,10 @@ configuration of this run.
 Items are embedded and added a window at a time (`ItemIndex.from_texts`), so the
 vectors of the whole catalogue are never held at once; an IVF-PQ build writes its
 float16 rows straight to `--out` (renamed into place when the index is saved;
-removed if the build fails).
+removed if the build fails before its first checkpoint). Every `--checkpoint-minutes` (10)
+the partial index is saved to `--out/.partial` (`llmint.index_checkpoint`): after a failure,
+the same command goes on from the last save and gives the same index as a build that never
+stopped.
 The index options are `IndexConfig` fields with its defaults; an invalid value or
 combination (an IVF-PQ option without `--kind ivfpq`, a `--pq-m` that does not divide
 the embedding dimension, too few items to train IVF-PQ) is a usage error (exit 2),
@@ -94,6 +97,11 @@ class BuildConfig:
                           "device computes it natively: about 1.7x faster on a CPU with AVX512-BF16, top-10 "
                           "neighbours 994 in 1,000 the same, measured on Office)"},
     )
+    checkpoint_minutes: float = field(
+        default=10.0,
+        metadata={"help": "save the partial index to OUT/.partial at most this often (0: never); the same "
+                          "command run again after a failure goes on from the last save"},
+    )
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def __post_init__(self) -> None:
@@ -103,6 +111,8 @@ class BuildConfig:
             raise ValueError(f"batch_size={self.batch_size}; expected an int >= 1")
         if self.limit < 0:
             raise ValueError(f"limit={self.limit}; expected an int >= 0 (0 = all items)")
+        if not self.checkpoint_minutes >= 0:
+            raise ValueError(f"checkpoint_minutes={self.checkpoint_minutes}; expected a number >= 0 (0 = never)")
         if self.embed_device not in EMBED_DEVICES and not self.embed_device.startswith("cuda:"):
             raise ValueError(f"embed_device={self.embed_device!r}; expected one of {EMBED_DEVICES} or cuda:N")
         if self.embed_dtype not in EMBED_DTYPES:
@@ -154,6 +164,7 @@ def main(cfg: BuildConfig) -> Path:
     """Build and save the index of `cfg.dataset` or `cfg.items`; returns the output folder."""
     from llmint.embed import load_embedder
     from llmint.index import SPILL, ItemIndex
+    from llmint.index_checkpoint import Checkpoint
 
     t0 = time.perf_counter()
     src = load_source(cfg)
@@ -163,6 +174,7 @@ def main(cfg: BuildConfig) -> Path:
     check_index_plan(cfg.index, len(src.item_ids), embedder.dim)  # before the slow encoding
     t1 = time.perf_counter()
     spill = Path(cfg.out) / SPILL  # IVF-PQ's float16 rows go to disk as they are made
+    checkpoint = Checkpoint(cfg.out, every_s=cfg.checkpoint_minutes * 60) if cfg.checkpoint_minutes else None
     try:
         index = ItemIndex.from_texts(  # a window of vectors at a time, never all of them
             src.item_ids,
@@ -174,11 +186,18 @@ def main(cfg: BuildConfig) -> Path:
             show_progress=True,
             catalogue_version=src.version,
             spill_dir=cfg.out,
+            checkpoint=checkpoint,
         )
         out = index.save(cfg.out)
     except BaseException:
-        spill.unlink(missing_ok=True)  # a failed build leaves no half-written rows beside an older index
+        if checkpoint is not None and checkpoint.resumable():
+            logger.error("the build stopped; its rows up to the last checkpoint are in %s: run the same "
+                         "command again to go on from there", checkpoint.partial)
+        else:
+            spill.unlink(missing_ok=True)  # a failed build leaves no half-written rows beside an older index
         raise
+    if checkpoint is not None:
+        checkpoint.clear()
     t_build = time.perf_counter() - t1
     resolved = asdict(cfg) | {
         "embedder_name": embedder.name,
@@ -227,6 +246,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reviews", action="store_true", help="do not embed review digests")
     p.add_argument("--embed-device", default="auto", help=help_of["embed_device"])
     p.add_argument("--embed-dtype", default="float32", choices=EMBED_DTYPES, help=help_of["embed_dtype"])
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0, help=help_of["checkpoint_minutes"])
     idx_help = {f.name: f.metadata.get("help", "") for f in fields(IndexConfig)}
     defaults = IndexConfig()
     group = p.add_argument_group(
@@ -267,6 +287,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         reviews=not args.no_reviews,
         embed_device=args.embed_device,
         embed_dtype=args.embed_dtype,
+        checkpoint_minutes=args.checkpoint_minutes,
         index=IndexConfig(**given),
     )
 

@@ -39,8 +39,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -61,6 +62,9 @@ from .index_ivfpq import HalfVectors, rerank, trained_ivfpq, training_rows
 from .index_labels import Catalogue
 from .index_profile import ProfileConfig, profile_vector, profile_weights
 from .schema import Event, Item
+
+if TYPE_CHECKING:
+    from .index_checkpoint import Checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +137,14 @@ class ItemIndex:
         )
         return idx
 
+    @staticmethod
+    def _kind_for(cfg: IndexConfig, n_items: int) -> str:
+        """The kind of index `empty` makes for `n_items` ("auto": flat on a GPU or below
+        `hnsw_threshold`, else HNSW)."""
+        if cfg.kind != "auto":
+            return cfg.kind
+        return "flat" if wants_gpu(cfg) or n_items < cfg.hnsw_threshold else "hnsw"
+
     @classmethod
     def empty(
         cls,
@@ -156,14 +168,12 @@ class ItemIndex:
         into place, so pass the folder the index will be saved to.
         """
         cfg = cfg or IndexConfig()
-        kind = cfg.kind
         use_gpu = wants_gpu(cfg)
         if cfg.device == "gpu" and num_gpus() == 0:
             raise ModelError(
                 "IndexConfig.device='gpu' but faiss sees no GPU (is faiss-gpu installed?)"
             )
-        if kind == "auto":
-            kind = "flat" if use_gpu or n_items < cfg.hnsw_threshold else "hnsw"
+        kind = cls._kind_for(cfg, n_items)
         if kind == "ivfpq":
             if train is None:
                 raise ValueError("kind='ivfpq' needs `train`: the vectors of training_rows(n_items, dim, cfg)")
@@ -234,9 +244,11 @@ class ItemIndex:
         show_progress: bool = False,
         catalogue_version: str = "",
         spill_dir: str | Path | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> ItemIndex:
         """Embed `texts` (one per item id) and index them under `categories` (as `build`);
-        `spill_dir` as for `empty`.
+        `spill_dir` as for `empty`. `checkpoint` (`llmint.index_checkpoint`): save the partial
+        index every few minutes, and go on from the one a matching earlier build saved.
 
         Items are embedded and added `embedder.window(batch_size)` at a time (8,192 on a CPU),
         so besides the index only that many vectors are ever held: the same vectors as one
@@ -251,15 +263,33 @@ class ItemIndex:
             raise ValueError(f"{len(item_ids)} item ids and {n} texts"
                              + ("" if categories is None else f" and {len(categories)} categories"))
         t0 = time.perf_counter()
+        step = embedder.window(batch_size)
+        sample = training_rows(n, dim, cfg) if cfg.kind == "ivfpq" else np.zeros(0, np.int64)
+        state = None
+        if checkpoint is not None:
+            state = checkpoint.start({
+                "n_items": n, "catalogue_version": catalogue_version, "dim": dim, "window": step,
+                "batch_size": batch_size, "config": asdict(cfg), "kind": cls._kind_for(cfg, n),
+                "embedder": {"name": embedder.name, "sha256": embedder.sha256, "dtype": str(embedder.dtype)},
+            })
         with tqdm(total=n, desc="embedding", unit="item", disable=not show_progress) as bar:
-            sample, train = np.zeros(0, np.int64), None
-            if cfg.kind == "ivfpq":
-                sample = training_rows(n, dim, cfg)
-                train = embedder.encode([texts[i] for i in sample], batch_size, progress=bar.update)
-            idx = cls.empty(dim, n, cfg, train=train, embedder=embedder, catalogue_version=catalogue_version,
-                            spill_dir=spill_dir)
-            step = embedder.window(batch_size)
-            for start in range(0, n, step):
+            if state is not None:  # a matching earlier build saved these rows: go on after them
+                first = int(state["rows_done"])
+                train = checkpoint.train() if cfg.kind == "ivfpq" else None  # type: ignore[union-attr]
+                spill = None if spill_dir is None else Path(spill_dir) / SPILL
+                idx = checkpoint.restore(cls, state, cfg, embedder, catalogue_version, spill)  # type: ignore[union-attr]
+                bar.update(first + int((sample >= first).sum()))
+            else:
+                first, train = 0, None
+                if cfg.kind == "ivfpq":
+                    train = embedder.encode([texts[i] for i in sample], batch_size, progress=bar.update)
+                idx = cls.empty(dim, n, cfg, train=train, embedder=embedder, catalogue_version=catalogue_version,
+                                spill_dir=spill_dir)
+                if checkpoint is not None:
+                    checkpoint.begin(train)
+                    if train is not None:  # the sample (2.6M texts at 100M items) is not embedded twice
+                        checkpoint.save(idx, 0)
+            for start in range(first, n, step):
                 rows = np.arange(start, min(start + step, n))
                 vecs = np.empty((len(rows), dim), np.float32)
                 lo, hi = np.searchsorted(sample, [rows[0], rows[-1] + 1])  # sorted: the window's sample rows
@@ -273,6 +303,8 @@ class ItemIndex:
                     )
                 stop = start + len(rows)
                 idx.add(item_ids[start:stop], vecs, None if categories is None else categories[start:stop])
+                if checkpoint is not None and stop < n:
+                    checkpoint.after(idx, stop)
         logger.info(
             "embedded and indexed %d items (%s, d=%d) in %.1fs", n, idx.kind, dim, time.perf_counter() - t0
         )

@@ -31,18 +31,20 @@ def new_faiss_index(kind: str, dim: int, cfg: IndexConfig) -> Any:
 
 
 def reserve(index: Any, n: int) -> None:
-    """Make room in an empty `new_faiss_index` for `n` vectors' codes, so adding them a chunk at a
-    time never reallocates them: each reallocation of a growing std::vector holds the old and the
-    new copy at once (measured: 200k x 384 flat added 8,192 at a time peaked at 419 MB, 304 MB
-    reserved). Resizing up then back to zero keeps the capacity (std::vector never shrinks it).
+    """Make room in a `new_faiss_index` (empty, or a resumed build's) for `n` vectors' codes,
+    so adding them a chunk at a time never reallocates them: each reallocation of a growing
+    std::vector holds the old and the new copy at once (measured: 200k x 384 flat added 8,192
+    at a time peaked at 419 MB, 304 MB reserved). Resizing up then back keeps the capacity
+    (std::vector never shrinks it).
     Anything else (IVF-PQ's per-list codes) is left alone."""
     inner = import_faiss().downcast_index(getattr(index, "index", index))
     store = import_faiss().downcast_index(inner.storage) if hasattr(inner, "storage") else inner
     codes = getattr(store, "codes", None)
-    if n <= 0 or index.ntotal or codes is None or not hasattr(codes, "resize"):
+    if n <= index.ntotal or codes is None or not hasattr(codes, "resize"):
         return
+    held = codes.size()
     codes.resize(n * store.code_size)
-    codes.resize(0)
+    codes.resize(held)
 
 
 def flat_index(vectors: np.ndarray) -> Any:

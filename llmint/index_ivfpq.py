@@ -182,6 +182,19 @@ class HalfVectors:
             grown[: self._n_tail] = self._tail[: self._n_tail]
             self._tail = grown
 
+    def flush(self) -> None:
+        """Write a spilled store's rows to its file (a build's checkpoint)."""
+        if isinstance(self._tail, np.memmap):
+            self._tail.flush()
+
+    def resume(self, spill: Path, n: int, capacity: int) -> None:
+        """Take the first `n` rows of `spill`, a build's spilled file of `capacity` rows (`reserve`),
+        as this empty store's rows, mapped writable: a resumed build appends the rest there."""
+        tail = np.load(spill, mmap_mode="r+")
+        if tail.dtype != np.float16 or tail.shape != (capacity, self.dim) or len(self) or n > capacity:
+            raise ModelError(f"{spill} holds {tail.dtype} {tail.shape}; expected float16 ({capacity}, {self.dim})")
+        self._tail, self._n_tail = tail, n
+
     def append(self, vectors: np.ndarray) -> None:
         """Add rows (n, dim) for the next n labels (rounded to float16)."""
         need = self._n_tail + len(vectors)

@@ -217,7 +217,15 @@ def test_a_failed_ivfpq_build_leaves_the_older_index_and_no_spilled_rows(
         assert (Path(folder) / "vectors.f16.npy.building").is_file()  # the rows were on disk
         raise OSError("disk full")
 
+    save = ItemIndex.save
     monkeypatch.setattr(ItemIndex, "save", broken)
-    with pytest.raises(OSError, match="disk full"):
-        build.cli(argv(out, embedder_dir, "--kind", "ivfpq", *extra))
+    with pytest.raises(OSError, match="disk full"):  # no checkpoints: nothing kept to go on from
+        build.cli(argv(out, embedder_dir, "--kind", "ivfpq", *extra, "--checkpoint-minutes", "0"))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    with pytest.raises(OSError, match="disk full"):  # checkpoints: the older index stays whole beside them
+        build.cli(argv(out, embedder_dir, "--kind", "ivfpq", *extra))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in before} == before
+    assert sorted(set(p.name for p in out.iterdir()) - set(before)) == [".partial", "vectors.f16.npy.building"]
+    monkeypatch.setattr(ItemIndex, "save", save)
+    build.cli(argv(out, embedder_dir, "--kind", "ivfpq", *extra))  # goes on, then clears them
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
