@@ -113,15 +113,15 @@ class Checkpoint:
         if idx._exact is not None:
             idx._exact.flush()
         cat = idx._catalogue
-        live, blob, codes = cat.live_entries()
+        live = cat.live_labels()
         state = {
             "key": self.key,
             "rows_done": rows_done,
             "next_label": cat.n_labels,
             "category_names": cat.cat_names,
             "build_time_utc": idx.build_time_utc,
-            "item_files": {"ids": write_ids(self.partial / IDS, blob), "entries": write_entries(
-                self.partial / ENTRIES, live, codes)},
+            "item_files": {"ids": write_ids(self.partial / IDS, cat.ids.blobs(live)), "entries": write_entries(
+                self.partial / ENTRIES, live, cat.cat_code[live])},
         }
         tmp_state = self.partial / f"{STATE}.{tag}.tmp"
         tmp_state.write_text(json.dumps(state, sort_keys=True, ensure_ascii=False), encoding="utf-8")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -51,23 +52,27 @@ def _replace(tmp: Path, path: Path) -> None:
         raise
 
 
-def write_ids(path: Path, blob: np.ndarray) -> str:
-    """Write the ids in `blob` (uint8: UTF-8, each ended by 0xFF, as `IdTable` keeps them) to
-    `path` via a temporary file; return the digest of their bytes (the file's tag)."""
-    n = int(np.count_nonzero(blob == END))
+def write_ids(path: Path, blob: np.ndarray | Iterable[np.ndarray]) -> str:
+    """Write the ids in `blob` (uint8: UTF-8, each ended by 0xFF, as `IdTable` keeps them; or
+    consecutive chunks of it, `IdTable.blobs`) to `path` via a temporary file; return the
+    digest of their bytes (the file's tag)."""
+    chunks = [blob] if isinstance(blob, np.ndarray) else blob
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     h = hashlib.sha256()
+    n = 0
     try:
         with open(tmp, "wb") as f:
-            head = f"{HEADER} {'0' * DIGEST} {n}\n".encode()
+            head = f"{HEADER} {'0' * DIGEST} {' ' * 20}\n".encode()  # the count is known at the end
             f.write(head)
-            for s in range(0, len(blob), BLOCK):
-                part = np.ascontiguousarray(blob[s : s + BLOCK]).data
-                h.update(part)
-                f.write(part)
+            for chunk in chunks:
+                n += int(np.count_nonzero(chunk == END))
+                for s in range(0, len(chunk), BLOCK):
+                    part = np.ascontiguousarray(chunk[s : s + BLOCK]).data
+                    h.update(part)
+                    f.write(part)
             digest = h.hexdigest()[:DIGEST]
             f.seek(0)
-            f.write(head.replace(b"0" * DIGEST, digest.encode(), 1))
+            f.write(f"{HEADER} {digest} {n:<20}\n".encode())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -21,7 +21,7 @@ a wrong label. Removed labels keep their bytes (the caller's live mask tells the
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -147,6 +147,21 @@ class IdTable:
         keep = np.zeros(self._n, dtype=bool)
         keep[labels] = True
         return data[np.repeat(keep, lengths)]
+
+    def blobs(self, labels: np.ndarray, rows: int = _HASH_ROWS * 4) -> Iterator[np.ndarray]:
+        """`blob(labels)` (`labels` ascending) a chunk of `rows` labels at a time: a save of 100M
+        ids holds one chunk, not a second copy of every id's bytes and a mask as long."""
+        for s in range(0, len(labels), rows):
+            part = labels[s : s + rows]
+            lo, hi = int(part[0]), int(part[-1]) + 1
+            first = int(self._ends[lo - 1]) if lo else 0
+            data = self._data[first : int(self._ends[hi - 1])]
+            if hi - lo == len(part):  # no label missing in between: the bytes as they lie
+                yield data
+                continue
+            keep = np.zeros(hi - lo, dtype=bool)
+            keep[part - lo] = True
+            yield data[np.repeat(keep, np.diff(self._ends[lo:hi], prepend=first))]
 
     def ids(self, labels: np.ndarray | None = None) -> list[str]:
         """The ids of `labels` (ascending), or of every label when None."""

@@ -57,8 +57,9 @@ def save_index(idx: ItemIndex, folder: Path) -> Path:
     if idx._exact is not None:
         idx._exact.save(folder / VECTORS)
     cat = idx._catalogue
-    live, item_ids, codes = cat.live_entries()
-    files = {"ids": write_ids(folder / IDS, item_ids), "entries": write_entries(folder / ENTRIES, live, codes)}
+    live = cat.live_labels()
+    files = {"ids": write_ids(folder / IDS, cat.ids.blobs(live)),  # a chunk at a time: no copy of every id
+             "entries": write_entries(folder / ENTRIES, live, cat.cat_code[live])}
     meta = {
         "format": FORMAT,
         "item_files": files,

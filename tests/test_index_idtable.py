@@ -124,3 +124,14 @@ def test_threads_looking_up_a_restored_table_at_once_all_get_the_labels() -> Non
     for t in threads:
         t.join()
     assert len(results) == 4 and all(np.array_equal(r, want) for r in results)
+
+
+def test_blobs_in_chunks_are_the_blob() -> None:
+    ids = [f"x{j}" + "é" * (j % 3) for j in range(1000)]
+    table = IdTable()
+    table.append(ids)
+    for labels in [np.arange(1000), np.arange(0, 1000, 3), np.array([0, 1, 2, 500, 998, 999]), np.array([7])]:
+        for rows in (1, 7, 64, 5000):
+            chunks = list(table.blobs(labels, rows=rows))
+            assert len(chunks) == -(-len(labels) // rows)
+            assert np.array_equal(np.concatenate(chunks), table.blob(labels))
