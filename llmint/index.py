@@ -272,12 +272,14 @@ class ItemIndex:
                 "batch_size": batch_size, "config": asdict(cfg), "kind": cls._kind_for(cfg, n),
                 "embedder": {"name": embedder.name, "sha256": embedder.sha256, "dtype": str(embedder.dtype)},
             })
+        resumed = None
+        if state is not None:  # a matching earlier build saved these rows: go on after them
+            spill = None if spill_dir is None else Path(spill_dir) / SPILL
+            resumed = checkpoint.resume(cls, state, cfg, embedder, catalogue_version, spill)  # type: ignore[union-attr]
         with tqdm(total=n, desc="embedding", unit="item", disable=not show_progress) as bar:
-            if state is not None:  # a matching earlier build saved these rows: go on after them
-                first = int(state["rows_done"])
-                train = checkpoint.train() if cfg.kind == "ivfpq" else None  # type: ignore[union-attr]
-                spill = None if spill_dir is None else Path(spill_dir) / SPILL
-                idx = checkpoint.restore(cls, state, cfg, embedder, catalogue_version, spill)  # type: ignore[union-attr]
+            if resumed is not None:
+                idx, train = resumed
+                first = int(state["rows_done"])  # type: ignore[index]
                 bar.update(first + int((sample >= first).sum()))
             else:
                 first, train = 0, None

@@ -130,6 +130,20 @@ class Checkpoint:
         self._last = time.monotonic()
         logger.info("checkpoint: %d of %d rows saved in %s", rows_done, self.key.get("n_items", -1), self.partial)
 
+    def resume(self, cls: type[ItemIndex], state: dict[str, Any], cfg: Any, embedder: Any,
+               catalogue_version: str, spill: Path | None) -> tuple[ItemIndex, np.ndarray | None] | None:
+        """(`restore`'s index, IVF-PQ's training vectors), or None when the saved files cannot be
+        read back whole (a save cut short, a file lost): the state is cleared, the build starts
+        afresh, and says why."""
+        try:
+            idx = self.restore(cls, state, cfg, embedder, catalogue_version, spill)
+            train = self.train() if idx.kind == "ivfpq" else None
+        except (ModelError, OSError, ValueError, KeyError, RuntimeError) as err:  # faiss: RuntimeError
+            logger.warning("cannot go on from %s (%s): starting the build afresh", self.partial, err)
+            self.clear()
+            return None
+        return idx, train
+
     def restore(self, cls: type[ItemIndex], state: dict[str, Any], cfg: Any, embedder: Any,
                 catalogue_version: str, spill: Path | None) -> ItemIndex:
         """The partial index `state` describes (what `ItemIndex.empty` made for this build, with

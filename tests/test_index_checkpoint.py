@@ -149,3 +149,17 @@ def test_index_build_keeps_a_failed_builds_rows_and_goes_on(tmp_path, monkeypatc
     assert 0 < sum(calls) < N_PQ - 10_000  # the saved rows and the training sample were not embedded again
     idx = ItemIndex.load(out)
     assert idx.item_ids == ids and np.isfinite(idx.vectors_of(ids[-3:])).all()
+
+
+def test_a_checkpoint_that_cannot_be_read_back_starts_the_build_afresh(emb, tmp_path, caplog) -> None:
+    """A build killed while saving can leave index.faiss newer than state.json: never resumed from."""
+    dies_in_call(emb, 3)
+    with pytest.raises(RuntimeError):
+        build(emb, tmp_path, FLAT)
+    (tmp_path / PARTIAL / "index.faiss").write_bytes(b"half a file")
+    emb.encode = type(emb).encode.__get__(emb)
+    sizes = dies_in_call(emb, 0)
+    with caplog.at_level(logging.WARNING, logger="llmint.index_checkpoint"):
+        idx = build(emb, tmp_path, FLAT)
+    assert "cannot go on from" in caplog.text and "starting the build afresh" in caplog.text
+    assert sum(sizes) == N and len(idx) == N
