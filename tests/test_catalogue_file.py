@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import llmint.loaders._common as common_mod
 import llmint.loaders.catalogue as catalogue_mod
 from llmint.embed import item_text, load_embedder
 from llmint.errors import DataError
@@ -248,7 +249,7 @@ def test_csv_bad_bytes_and_rows_strict_name_the_line_lenient_repair_or_skip(tmp_
     assert got.item_ids == list(want) and len(got) == 38 and got.report.n_skipped == 2
     assert got.repaired == ["bad.csv: line 7"]
     assert got.texts(item_text)[:] == [item_text(it) for it in want.values()]
-    monkeypatch.setattr(catalogue_mod, "CSV_FIELD_LIMIT", 30)  # an unclosed quote runs to the limit
+    monkeypatch.setattr(common_mod, "CSV_FIELD_LIMIT", 30)  # an unclosed quote runs to the limit
     (tmp_path / "open.csv").write_text('item_id,title\np1,ok\np2,"never closed\n' + "p3,x\n" * 10)
     with pytest.raises(DataError, match=r"open\.csv: line 3: cannot parse as CSV: .*unclosed quote"):
         CsvItems(tmp_path / "open.csv", strict=False)

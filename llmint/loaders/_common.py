@@ -16,7 +16,7 @@ import gc
 import io
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -162,14 +162,22 @@ def iter_csv(text: str, *, path: Path | str = "<csv>", delimiter: str = ",",
     other csv error raises DataError naming `path` and the record's first line, in
     strict and non-strict loads alike: the rest of the file cannot be parsed reliably.
     """
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    start = 1
+    return iter_csv_lines(io.StringIO(text, newline=""), path=path, delimiter=delimiter, quoting=quoting)
+
+
+def iter_csv_lines(lines: Iterable[str], *, path: Path | str = "<csv>", first: int = 1, delimiter: str = ",",
+                   quoting: int = csv.QUOTE_MINIMAL) -> Iterator[tuple[int, list[str]]]:
+    """`iter_csv` over `lines` (each with its line ending), the first numbered `first`: the
+    reader takes exactly the lines of each record it returns, so a file read a line at a time
+    can stop after any record and go on from its byte offset later."""
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+    start = first
     old_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
     try:
         for row in reader:
             if len(row) > 1 or (row and row[0].strip()):
                 yield start, row
-            start = reader.line_num + 1
+            start = first + reader.line_num
     except csv.Error as err:
         hint = (f"; a field over {CSV_FIELD_LIMIT} characters usually means an unclosed quote"
                 if "field limit" in str(err) else "")

@@ -19,7 +19,6 @@ it is. This module knows nothing about models or indexes; pyarrow is imported in
 from __future__ import annotations
 
 import bisect
-import csv
 import hashlib
 import itertools
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +27,7 @@ from typing import Any, overload
 
 from ..errors import DataError
 from ..schema import Item, LoadReport
-from ._common import CSV_FIELD_LIMIT, RowSink
+from ._common import RowSink, iter_csv_lines
 from .generic import _parse_line, item_of
 
 GROUP_LINES = 8192  # JSONL lines per group (Parquet files bring their own row groups)
@@ -279,7 +278,7 @@ class CsvItems(TextItems):
             raise DataError(f"{self.path}: expected a .csv items file")
         self._groups = []  # per group: byte offset, first line number, records
         with self.path.open("rb") as f:
-            header = next(self._csv(self._lines(f, 1), 1), None)
+            header = next(iter_csv_lines(self._lines(f, 1), path=self.path), None)
             if header is None:
                 raise DataError(f"{self.path}: the file is empty; expected a header line")
             self._offset, self._line = self._mark  # where the records start
@@ -299,28 +298,12 @@ class CsvItems(TextItems):
             self._mark = (offset, line)
             yield text
 
-    def _csv(self, lines: Iterator[str], first: int) -> Iterator[tuple[int, list[str]]]:
-        """(first line, fields) of each non-empty record in `lines`, numbered from `first`."""
-        reader = csv.reader(lines)
-        start = first
-        old_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
-        try:
-            for row in reader:
-                if len(row) > 1 or (row and row[0].strip()):
-                    yield start, row
-                start = first + reader.line_num
-        except csv.Error as err:
-            hint = (f"; a field over {CSV_FIELD_LIMIT} characters usually means an unclosed quote"
-                    if "field limit" in str(err) else "")
-            raise DataError(f"{self.path}: line {start}: cannot parse as CSV: {err}{hint}") from None
-        finally:
-            csv.field_size_limit(old_limit)
-
     def _group(self, f: Any, line: int, n: int, report: bool) -> list[Record]:
         """The next `n` records of `f` (at line `line`); `_mark` ends after the last one."""
         records: list[Record] = []
         width = len(self._header)
-        for where, fields in itertools.islice(self._csv(self._lines(f, line, report), line), n):
+        records_of = iter_csv_lines(self._lines(f, line, report), path=self.path, first=line)
+        for where, fields in itertools.islice(records_of, n):
             if len(fields) != width:
                 records.append((where, {"__error__": f"expected {width} fields, got {len(fields)}"}))
             else:
