@@ -117,8 +117,8 @@ def saved_catalogue(folder: Path, meta: dict) -> Catalogue:
             return Catalogue.restore(n, meta["labels"], meta["item_ids"], codes, names)
         labels, codes = read_entries(folder / ENTRIES, meta["item_files"]["entries"], int(meta["n_items"]))
         return Catalogue.restore(n, labels, saved_id_bytes(folder, meta), codes, meta["category_names"])
-    except ValueError as err:
-        raise ModelError(f"{folder}: the saved catalogue is inconsistent: {err}") from err
+    except (ValueError, KeyError, TypeError) as err:  # a field missing or of the wrong type in meta.json too
+        raise ModelError(f"{folder}: the saved catalogue is inconsistent: {err!r}") from err
 
 
 def check_embedder(meta: dict, embedder: Embedder, where: Path) -> None:

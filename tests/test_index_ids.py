@@ -142,3 +142,12 @@ def test_a_format_v1_folder_still_loads(tmp_path) -> None:
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="format 'llmint-index v9'"):
         ItemIndex.load(tmp_path)
+
+
+def test_a_meta_json_missing_the_item_files_is_a_clear_error(tmp_path) -> None:
+    built().save(tmp_path)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    del meta["item_files"]
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="the saved catalogue is inconsistent: KeyError"):
+        ItemIndex.load(tmp_path)
