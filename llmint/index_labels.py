@@ -3,14 +3,14 @@
 Every vector in the FAISS index has an int64 label. `Catalogue` hands out labels in
 order and never reuses one (an updated item gets a new label), maps item ids to labels
 and back (`llmint.index_idtable.IdTable`: the ids' bytes, not a str and a dict entry
-each), keeps the live mask (a removed label stays, dead) and each label's category code,
-counts the live items, finds the live labels of a category and everything below it (`candidates`: "A > B"
-matches "A > B" and "A > B > C"; an unknown category raises with suggestions) and turns
-faiss results (scores, labels) into `Hit`s, dropping removed items.
+each), keeps the live mask (a removed label stays, dead), each label's category code and
+the count of live items, finds the live labels of a category and everything below it
+(`candidates`: "A > B" matches "A > B" and "A > B > C"; an unknown category raises with
+suggestions) and turns faiss results (scores, labels) into `Hit`s, dropping removed items.
 
 It knows nothing about vectors, faiss, search or files, and caches nothing but the id
-table's hashes: the index
-(`llmint.index`) keeps the vectors and `llmint.index_filter` caches the candidates.
+table's hashes: the index (`llmint.index`) keeps the vectors and `llmint.index_filter`
+caches the candidates.
 """
 
 from __future__ import annotations
