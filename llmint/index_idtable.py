@@ -125,9 +125,7 @@ class IdTable:
 
     def id_of(self, label: int) -> str:
         """The id of `label` (bytes kept after a removal; '' for a label restored as removed)."""
-        start = int(self._ends[label - 1]) if label else 0
-        end = int(self._ends[label])
-        return self._data[start : end - 1].tobytes().decode("utf-8", "surrogateescape") if end > start else ""
+        return self.ids_at([label])[0]
 
     def ids_at(self, labels: Sequence[int]) -> list[str]:
         """The ids of `labels` (any order; '' for a label restored as removed)."""
@@ -140,13 +138,9 @@ class IdTable:
 
     def blob(self, labels: np.ndarray | None = None) -> np.ndarray:
         """The 0xFF-ended bytes (uint8) of `labels` (ascending), or of every label when None."""
-        data = self._data[: self._nbytes]
         if labels is None or len(labels) == self._n:
-            return data
-        lengths = np.diff(self._ends[: self._n], prepend=0)
-        keep = np.zeros(self._n, dtype=bool)
-        keep[labels] = True
-        return data[np.repeat(keep, lengths)]
+            return self._data[: self._nbytes]
+        return np.concatenate([np.zeros(0, np.uint8), *self.blobs(labels)])
 
     def blobs(self, labels: np.ndarray, rows: int = _HASH_ROWS * 4) -> Iterator[np.ndarray]:
         """`blob(labels)` (`labels` ascending) a chunk of `rows` labels at a time: a save of 100M
