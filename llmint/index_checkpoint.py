@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ModelError
-from .index_ids import ENTRIES, IDS, read_entries, read_id_bytes, write_entries, write_ids
-from .index_labels import Catalogue
+from .index_io import read_catalogue, write_catalogue, write_faiss
 
 if TYPE_CHECKING:
     from .index import ItemIndex
@@ -103,27 +102,17 @@ class Checkpoint:
     def save(self, idx: ItemIndex, rows_done: int) -> None:
         """Save the index of the first `rows_done` rows; `state.json` last, so a build that dies
         while saving resumes from the checkpoint before."""
-        from .index_config import import_faiss
-
         self.partial.mkdir(parents=True, exist_ok=True)
-        tag = uuid.uuid4().hex[:12]
-        tmp = self.partial / f"index.faiss.{tag}.tmp"
-        import_faiss().write_index(idx._index, str(tmp))
-        os.replace(tmp, self.partial / "index.faiss")
+        write_faiss(idx._index, self.partial / "index.faiss")
         if idx._exact is not None:
             idx._exact.flush()
-        cat = idx._catalogue
-        live = cat.live_labels()
         state = {
             "key": self.key,
             "rows_done": rows_done,
-            "next_label": cat.n_labels,
-            "category_names": cat.cat_names,
             "build_time_utc": idx.build_time_utc,
-            "item_files": {"ids": write_ids(self.partial / IDS, cat.ids.blobs(live)), "entries": write_entries(
-                self.partial / ENTRIES, live, cat.cat_code[live])},
+            **write_catalogue(idx._catalogue, self.partial),
         }
-        tmp_state = self.partial / f"{STATE}.{tag}.tmp"
+        tmp_state = self.partial / f"{STATE}.{uuid.uuid4().hex[:12]}.tmp"
         tmp_state.write_text(json.dumps(state, sort_keys=True, ensure_ascii=False), encoding="utf-8")
         os.replace(tmp_state, self.partial / STATE)
         self.saves += 1
@@ -160,9 +149,7 @@ class Checkpoint:
         idx = cls(index, kind, dim, cfg, embedder, catalogue_version=catalogue_version,
                   build_time_utc=state["build_time_utc"])
         idx._filter.use_gpu = wants_gpu(cfg) and kind != "ivfpq"
-        labels, codes = read_entries(self.partial / ENTRIES, state["item_files"]["entries"], n)
-        blob = read_id_bytes(self.partial / IDS, state["item_files"]["ids"], n)
-        idx._catalogue = Catalogue.restore(int(state["next_label"]), labels, blob, codes, state["category_names"])
+        idx._catalogue = read_catalogue(self.partial, state)
         if idx._exact is not None:
             if spill is None or not spill.is_file():
                 raise ModelError(f"{self.partial}: the spilled float16 rows ({spill}) are gone; cannot resume")

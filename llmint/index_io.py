@@ -20,17 +20,15 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .errors import ModelError
 from .index_config import IndexConfig, import_faiss
 from .index_faiss import wants_gpu
 from .index_ids import ENTRIES, IDS, Mismatch, read_entries, read_id_bytes, write_entries, write_ids
-from .index_idtable import encode
 from .index_ivfpq import HalfVectors
 from .index_labels import Catalogue
 
@@ -51,33 +49,53 @@ def save_index(idx: ItemIndex, folder: Path) -> Path:
     then meta.json last, which records the item files' digests."""
     folder.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:12]  # two writers (processes or threads) never share a temporary file
-    tmp_index = folder / f"index.faiss.{tag}.tmp"
-    import_faiss().write_index(idx._index, str(tmp_index))
-    tmp_index.replace(folder / "index.faiss")
+    write_faiss(idx._index, folder / "index.faiss")
     if idx._exact is not None:
         idx._exact.save(folder / VECTORS)
-    cat = idx._catalogue
-    live = cat.live_labels()
-    files = {"ids": write_ids(folder / IDS, cat.ids.blobs(live)),  # a chunk at a time: no copy of every id
-             "entries": write_entries(folder / ENTRIES, live, cat.cat_code[live])}
     meta = {
         "format": FORMAT,
-        "item_files": files,
+        **write_catalogue(idx._catalogue, folder),
         "kind": idx.kind,
         "dim": idx.dim,
-        "n_items": len(live),
         "n_tombstones": idx.n_tombstones,
         "embedder": idx.embedder_meta,
         "build_time_utc": idx.build_time_utc,
         "catalogue_version": idx.catalogue_version,
         "config": asdict(idx.cfg),
-        "next_label": cat.n_labels,
-        "category_names": cat.cat_names,
     }
     tmp = folder / f"meta.json.{tag}.tmp"
     tmp.write_text(json.dumps(meta, sort_keys=True, ensure_ascii=False), encoding="utf-8")
     tmp.replace(folder / "meta.json")
     return folder
+
+
+def write_faiss(index: Any, path: Path) -> None:
+    """Write a faiss `index` to `path`, beside and then renamed."""
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        import_faiss().write_index(index, str(tmp))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_catalogue(cat: Catalogue, folder: Path) -> dict[str, Any]:
+    """Write `cat` to `folder`'s `items.ids` and `items.npz`; return what a reader needs besides
+    (`read_catalogue`): the files' digests, the live count, the next label and the category names."""
+    live = cat.live_labels()
+    files = {"ids": write_ids(folder / IDS, cat.ids.blobs(live)),  # a chunk at a time: no copy of every id
+             "entries": write_entries(folder / ENTRIES, live, cat.cat_code[live])}
+    return {"item_files": files, "n_items": len(live), "next_label": cat.n_labels, "category_names": cat.cat_names}
+
+
+def read_catalogue(folder: Path, fields: Mapping[str, Any]) -> Catalogue:
+    """The `Catalogue` that `write_catalogue` wrote to `folder` and described by `fields`
+    (Mismatch when a file comes from another save)."""
+    n = int(fields["n_items"])
+    labels, codes = read_entries(folder / ENTRIES, fields["item_files"]["entries"], n)
+    blob = read_id_bytes(folder / IDS, fields["item_files"]["ids"], n)
+    return Catalogue.restore(int(fields["next_label"]), labels, blob, codes, fields["category_names"])
 
 
 def read_meta(folder: Path) -> dict:
@@ -98,14 +116,6 @@ def read_meta(folder: Path) -> dict:
     return meta
 
 
-def saved_id_bytes(folder: Path, meta: dict) -> np.ndarray:
-    """The live item ids of the index in `folder` whose meta.json is `meta`, in label order, as
-    `items.ids` holds them (uint8: UTF-8, each ended by 0xFF; `llmint.index_idtable.decode`)."""
-    if meta["format"] == FORMAT_V1:
-        return np.frombuffer(encode(meta["item_ids"]), dtype=np.uint8)
-    return read_id_bytes(folder / IDS, meta["item_files"]["ids"], int(meta["n_items"]))
-
-
 def saved_catalogue(folder: Path, meta: dict) -> Catalogue:
     """The `Catalogue` saved in `folder` beside `meta` (Mismatch when its files come from another save)."""
     n = int(meta["next_label"])
@@ -115,8 +125,7 @@ def saved_catalogue(folder: Path, meta: dict) -> Catalogue:
             code_of = {c: i for i, c in enumerate(names)}
             codes = [-1 if c is None else code_of[c] for c in meta["categories"]]
             return Catalogue.restore(n, meta["labels"], meta["item_ids"], codes, names)
-        labels, codes = read_entries(folder / ENTRIES, meta["item_files"]["entries"], int(meta["n_items"]))
-        return Catalogue.restore(n, labels, saved_id_bytes(folder, meta), codes, meta["category_names"])
+        return read_catalogue(folder, meta)
     except (ValueError, KeyError, TypeError) as err:  # a field missing or of the wrong type in meta.json too
         raise ModelError(f"{folder}: the saved catalogue is inconsistent: {err!r}") from err
 
